@@ -1,0 +1,1 @@
+"""dnc_jax: deep neural collapse through the average gradient outer product."""
