@@ -1,1 +1,30 @@
-"""dnc_jax: deep neural collapse through the average gradient outer product."""
+"""dnc_jax: deep neural collapse through the average gradient outer product (AGOP).
+
+The functional API::
+
+    import dnc_jax as dj
+    k = dj.laplace_kernel(x, z, bandwidth=2.0)
+    m = dj.agop(fn, x)
+    dj.nc1(x, labels, num_classes=10)
+    result = dj.deep_rfm(x, labels, dj.preset_config("reference"), key=jax.random.key(0))
+
+Importing this package imports neither tensorflow-datasets nor matplotlib.
+"""
+from dnc_jax.agop import agop, kernel_agop
+from dnc_jax.deep_rfm import (DeepRFMConfig, DeepRFMResult, deep_rfm, normalise_rows,
+                              preset_config, rfm_layer)
+from dnc_jax.errors import ConfigError, DataError, DncError, SolveError
+from dnc_jax.features import apply_features, init_features
+from dnc_jax.kernels import gaussian_kernel, laplace_kernel, sq_distances
+from dnc_jax.krr import krr_fit, krr_predict
+from dnc_jax.metrics import (collapse_metrics, cosine_similarity, covariance_traces, gram_picture,
+                             nc1, nc2, nfa_correlation, psd_sqrt)
+
+
+def load_dataset(*args, **kwargs):
+  """See :func:`dnc_jax.data.load_dataset` (imported lazily)."""
+  from dnc_jax import data
+  return data.load_dataset(*args, **kwargs)
+
+
+__version__ = "0.1.0"

@@ -1,0 +1,331 @@
+r"""Deep Recursive Feature Machines (Algorithm 1 of the paper).
+
+Per layer ``l = 1..L`` on training rows ``X_l`` ``[N, d_l]``:
+
+1. normalise rows to unit ℓ2 norm;
+2. kernel ridge regression :math:`\alpha = (k(X_l, X_l) + \mu I)^{-1} Y` (Cholesky);
+3. predictor :math:`f_l(x) = \sum_j \alpha_j k(x_j, x)`;
+4. :math:`M_l = \mathrm{AGOP}(f_l, X_l)` (self terms masked by index), then
+   :math:`M_l \leftarrow M_l / \max_{ij} M_l`;
+5. :math:`\tilde X_{l+1} = X_l M_l^{1/2}`;
+6. :math:`X_{l+1} = \Phi_l(\tilde X_{l+1})`, a fresh random feature map;
+
+then a final normalise + KRR on :math:`X_{L+1}`. Each layer is one jitted pure
+function :func:`rfm_layer`; it also returns the collapse metrics of the three
+representations ``input`` (:math:`X_l` normalised), ``agop``
+(:math:`X_l M_l^{1/2}`) and ``features`` (:math:`\Phi_l(X_l M_l^{1/2})`).
+
+Presets (:func:`preset_config`):
+
+* ``reference`` — what the authors' code did: ridge 1e-3, Laplace ``L = 2``,
+  ReLU weights ``U(±1/√d)``, width 1024 (cos features: width = input dimension),
+  AGOP on all training points. The default; it produced the paper's figures.
+* ``paper`` — the method as the paper states it: ridgeless, ReLU weights
+  ``N(0, 2/D)``, width 1024 (ReLU) or 4096 (cos).
+
+References:
+  Beaglehole, Súkeník, Mondelli, Belkin. Average gradient outer product as a
+  mechanism for deep neural collapse. NeurIPS 2024, Algorithm 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnc_jax import agop as agop_lib
+from dnc_jax import features as features_lib
+from dnc_jax import kernels as kernels_lib
+from dnc_jax import krr as krr_lib
+from dnc_jax import metrics as metrics_lib
+from dnc_jax.errors import ConfigError
+
+HIGHEST = jax.lax.Precision.HIGHEST
+PRESETS = ("reference", "paper")
+REPRESENTATIONS = ("input", "agop", "features")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepRFMConfig:
+  """Options of a Deep RFM run (see :func:`preset_config` for the presets).
+
+  Attributes:
+    depth: number of RFM layers ``L`` (paper figures: 19).
+    kernel: ``"laplace"`` or ``"gaussian"``.
+    bandwidth: kernel bandwidth ``L > 0``.
+    ridge: KRR ridge ``μ ≥ 0`` (0 = ridgeless).
+    features: random feature map, ``"relu"`` or ``"cos"``.
+    width: feature width ``D``; ``None`` = the layer's input dimension.
+    weight_init: ReLU weights, ``"normal"`` (N(0, 2/D)) or ``"uniform"`` (U(±1/√d)).
+    sigma: Cauchy scale of the cos features.
+    global_mean: ``"sample"`` or ``"class_means"`` (metrics convention).
+    agop_batch_size: rows per AGOP block (``None``: from a 512 MiB budget).
+    keep_m: return every layer's ``M`` (``[d, d]`` each).
+    gram_layers: layers whose Gram picture is recorded (those ``≤ depth``).
+    gram_per_class: rows per class in a Gram picture.
+    preset: name of the preset these options came from (recorded only).
+  """
+  depth: int = 19
+  kernel: str = "laplace"
+  bandwidth: float = 2.0
+  ridge: float = 1e-3
+  features: str = "relu"
+  width: int | None = 1024
+  weight_init: str = "uniform"
+  sigma: float = 0.05
+  global_mean: str = "sample"
+  agop_batch_size: int | None = None
+  keep_m: bool = False
+  gram_layers: tuple[int, ...] = (1, 3, 7, 13, 19)
+  gram_per_class: int = 30
+  preset: str = "reference"
+
+  def validate(self) -> "DeepRFMConfig":
+    """Raises ConfigError naming the first invalid option."""
+    if not isinstance(self.depth, int) or self.depth < 1:
+      raise ConfigError(f"depth must be an integer ≥ 1, got {self.depth!r} (paper: 19)")
+    kernels_lib.kernel_from_sq(self.kernel)
+    kernels_lib.check_bandwidth(self.bandwidth)
+    krr_lib.check_ridge(self.ridge)
+    if self.features not in features_lib.FEATURES:
+      raise ConfigError(f"unknown feature map {self.features!r}; choose one of "
+                        f"{', '.join(features_lib.FEATURES)}")
+    if self.width is not None and (not isinstance(self.width, int) or self.width < 1):
+      raise ConfigError(f"width must be a positive integer, got {self.width!r} (paper: 1024)")
+    if self.weight_init not in features_lib.INITS:
+      raise ConfigError(f"unknown weight init {self.weight_init!r}; choose one of "
+                        f"{', '.join(features_lib.INITS)}")
+    if not self.sigma > 0:
+      raise ConfigError(f"sigma must be > 0, got {self.sigma} (paper: 0.05)")
+    if self.global_mean not in metrics_lib.GLOBAL_MEANS:
+      raise ConfigError(f"unknown global mean {self.global_mean!r}; choose one of "
+                        f"{', '.join(metrics_lib.GLOBAL_MEANS)}")
+    if self.agop_batch_size is not None and self.agop_batch_size < 1:
+      raise ConfigError(f"agop_batch_size must be ≥ 1, got {self.agop_batch_size}")
+    if self.preset not in PRESETS + ("custom",):
+      raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+    return self
+
+
+def preset_config(name: str = "reference", **overrides: Any) -> DeepRFMConfig:
+  """The options of preset ``name`` with ``overrides`` applied (``None`` values ignored)."""
+  if name not in PRESETS:
+    raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+  overrides = {k: v for k, v in overrides.items() if v is not None}
+  feats = overrides.get("features", "relu")
+  if name == "reference":
+    base = dict(ridge=1e-3, kernel="laplace", bandwidth=2.0, weight_init="uniform",
+                width=1024 if feats == "relu" else None)
+  else:
+    base = dict(ridge=0.0, weight_init="normal", width=1024 if feats == "relu" else 4096)
+  base.update(overrides)
+  return DeepRFMConfig(preset=name, **base).validate()
+
+
+class LayerOutput(NamedTuple):
+  """What :func:`rfm_layer` returns besides the next data."""
+  m: jax.Array            # [d, d] normalised AGOP
+  metrics: dict           # {representation: {metric: scalar}}
+  train_pred: jax.Array   # [N, K] predictions of f_l at the training rows
+  test_pred: jax.Array    # [N_test, K]
+  solve_ok: jax.Array     # [] bool
+
+
+def normalise_rows(x: jax.Array) -> jax.Array:
+  """Rows scaled to unit ℓ2 norm (zero rows stay zero)."""
+  norm = jnp.linalg.norm(x, axis=1, keepdims=True)
+  return x / jnp.maximum(norm, jnp.finfo(x.dtype).tiny)
+
+
+def _fit_predict(x, y, xt, bandwidth, ridge, kernel):
+  kfn = kernels_lib.kernel_from_sq(kernel)
+  kmat = kfn(krr_lib.train_sq_distances(x), bandwidth)
+  alpha, ok = krr_lib.cholesky_solve(kmat, y, ridge)
+  train_pred = jnp.matmul(kmat, alpha, precision=HIGHEST)
+  test_pred = jnp.matmul(kfn(kernels_lib.sq_distances(xt, x), bandwidth), alpha, precision=HIGHEST)
+  return alpha, ok, train_pred, test_pred
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "kernel", "features", "width", "weight_init", "num_classes", "global_mean", "batch_size"))
+def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, key: jax.Array,
+              bandwidth, ridge, sigma, *, kernel: str, features: str, width: int,
+              weight_init: str, num_classes: int, global_mean: str, batch_size: int):
+  r"""One Deep RFM layer (steps 1–6), a pure function.
+
+  Args:
+    x: ``[N, d]`` training rows ``X_l`` (normalised here).
+    x_test: ``[N_test, d]`` test rows pushed through the same maps.
+    y: ``[N, K]`` ±1 targets.
+    labels: ``[N]`` integer labels (for the metrics).
+    key: PRNG key of this layer's feature map.
+    bandwidth, ridge, sigma: kernel bandwidth, KRR ridge, cos-feature scale.
+    kernel, features, width, weight_init: see :class:`DeepRFMConfig`.
+    num_classes, global_mean: metric options.
+    batch_size: rows per AGOP block.
+
+  Returns:
+    ``(x_next [N, D], x_test_next [N_test, D], LayerOutput)``.
+  """
+  x = normalise_rows(x)
+  xt = normalise_rows(x_test)
+  alpha, ok, train_pred, test_pred = _fit_predict(x, y, xt, bandwidth, ridge, kernel)
+  f = agop_lib.kernel_predictor(x, alpha, kernel=kernel, bandwidth=bandwidth, exclude_self=True)
+  m = agop_lib.agop_sum(f, x, batch_size=batch_size) / x.shape[0]
+  m = m / jnp.max(m)
+  root = metrics_lib.psd_sqrt(m)
+  xa = jnp.matmul(x, root, precision=HIGHEST)
+  xta = jnp.matmul(xt, root, precision=HIGHEST)
+  params = features_lib.init_features(key, features, x.shape[1], width, init=weight_init,
+                                      sigma=sigma, dtype=x.dtype)
+  xn = features_lib.apply_features(params, xa, features)
+  xtn = features_lib.apply_features(params, xta, features)
+
+  def collapse(z):
+    st = metrics_lib.class_stats(z, labels, num_classes, global_mean)
+    return metrics_lib.collapse_from_stats(z, labels, st)
+
+  mets = {"input": collapse(x), "agop": collapse(xa), "features": collapse(xn)}
+  return xn, xtn, LayerOutput(m, mets, train_pred, test_pred, ok)
+
+
+@functools.partial(jax.jit, static_argnames=("kernel",))
+def final_krr(x, x_test, y, bandwidth, ridge, *, kernel: str):
+  """The final normalise + KRR on ``X_{L+1}``: ``(train_pred, test_pred, ok)``."""
+  x = normalise_rows(x)
+  xt = normalise_rows(x_test)
+  _, ok, train_pred, test_pred = _fit_predict(x, y, xt, bandwidth, ridge, kernel)
+  return train_pred, test_pred, ok
+
+
+class DeepRFMResult(NamedTuple):
+  """Result of :func:`deep_rfm`.
+
+  Attributes:
+    layers: one dict per layer: ``layer``, ``nc1``/``nc2`` per representation,
+      ``metrics`` (every collapse metric per representation), ``train_acc``,
+      ``test_acc``, ``seconds``, ``dim_in``, ``dim_out``.
+    final: ``train_acc``, ``test_acc`` and ``seconds`` of the final KRR.
+    ms: the layers' ``M`` (``[d_l, d_l]`` NumPy arrays) when ``keep_m``, else ``None``.
+    grams: ``{layer: (gram [m, m], labels [m])}`` Gram pictures of ``input``
+      (layer ``L + 1`` is the final representation).
+  """
+  layers: list
+  final: dict
+  ms: list | None
+  grams: dict
+
+
+def _accuracy(pred, labels) -> float | None:
+  if labels is None or len(labels) == 0:
+    return None
+  return float(np.mean(np.argmax(np.asarray(pred), axis=1) == np.asarray(labels)))
+
+
+def _check_data(x, labels, x_test, labels_test, num_classes):
+  metrics_lib.check_labels(x, labels, num_classes)
+  if not np.all(np.isfinite(np.asarray(x))):
+    raise ConfigError("the training data contain NaN or Inf values; clean or impute them "
+                      "before running Deep RFM")
+  if x_test is not None:
+    if x_test.ndim != 2 or x_test.shape[1] != x.shape[1]:
+      raise ConfigError(f"x_test must have shape [n_test, {x.shape[1]}], got {x_test.shape}")
+    if not np.all(np.isfinite(np.asarray(x_test))):
+      raise ConfigError("the test data contain NaN or Inf values; clean them first")
+    if labels_test is None or np.asarray(labels_test).shape != (x_test.shape[0],):
+      raise ConfigError("labels_test must be given with x_test, shape [n_test]")
+
+
+def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
+             x_test=None, labels_test=None, num_classes: int | None = None,
+             callback: Callable[[dict], None] | None = None) -> DeepRFMResult:
+  r"""Runs Deep RFM (Algorithm 1) for ``config.depth`` layers plus the final KRR.
+
+  Args:
+    x: ``[N, d]`` training rows (float32, or float64 with x64 enabled).
+    labels: ``[N]`` integer labels in ``0..K-1``.
+    config: options (default: the ``reference`` preset).
+    key: PRNG key; layer ``l``'s features use ``fold_in(key, l)``.
+    x_test: optional ``[N_test, d]`` test rows, pushed through the same maps.
+    labels_test: ``[N_test]`` labels of ``x_test``.
+    num_classes: ``K`` (default: ``max(labels) + 1``).
+    callback: called with each layer's record as soon as it is done.
+
+  Returns:
+    :class:`DeepRFMResult`.
+
+  Raises:
+    ConfigError: invalid data or options (before any work).
+    SolveError: a kernel system could not be factorised (names the layer).
+  """
+  config = (config or preset_config("reference")).validate()
+  labels_np = np.asarray(labels)
+  if num_classes is None:
+    num_classes = int(labels_np.max()) + 1 if labels_np.size else 0
+  _check_data(x, labels_np, x_test, labels_test, num_classes)
+  x = jnp.asarray(x)
+  dtype = x.dtype
+  if x_test is None:
+    x_test = jnp.zeros((0, x.shape[1]), dtype)
+    labels_test = np.zeros((0,), np.int32)
+  x_test = jnp.asarray(x_test, dtype)
+  labels_test = np.asarray(labels_test)
+  lab = jnp.asarray(labels_np, jnp.int32)
+  y = 2.0 * jax.nn.one_hot(lab, num_classes, dtype=dtype) - 1.0
+  n = x.shape[0]
+
+  layers, ms, grams = [], [] if config.keep_m else None, {}
+  for layer in range(1, config.depth + 1):
+    t0 = time.perf_counter()
+    d_in = x.shape[1]
+    width = config.width or d_in
+    bs = config.agop_batch_size or agop_lib.default_batch_size(n, n * (num_classes + 2))
+    x_next, xt_next, out = rfm_layer(
+        x, x_test, y, lab, jax.random.fold_in(key, layer), config.bandwidth, config.ridge,
+        config.sigma, kernel=config.kernel, features=config.features, width=width,
+        weight_init=config.weight_init, num_classes=num_classes,
+        global_mean=config.global_mean, batch_size=bs)
+    jax.block_until_ready(x_next)
+    if not bool(out.solve_ok):
+      raise krr_lib.solve_error(config.ridge, n).__class__(
+          f"layer {layer}: " + str(krr_lib.solve_error(config.ridge, n)))
+    mets = jax.tree.map(float, out.metrics)
+    record = {
+        "layer": layer,
+        "nc1": {r: mets[r]["nc1"] for r in REPRESENTATIONS},
+        "nc2": {r: mets[r]["nc2"] for r in REPRESENTATIONS},
+        "train_acc": _accuracy(out.train_pred, labels_np),
+        "test_acc": _accuracy(out.test_pred, labels_test),
+        "seconds": time.perf_counter() - t0,
+        "dim_in": d_in, "dim_out": int(x_next.shape[1]),
+        "metrics": mets,
+    }
+    if layer in config.gram_layers:
+      g, gl = metrics_lib.gram_picture(normalise_rows(x), labels_np, num_classes=num_classes,
+                                       per_class=config.gram_per_class)
+      grams[layer] = (np.asarray(g), gl)
+    if ms is not None:
+      ms.append(np.asarray(out.m))
+    layers.append(record)
+    if callback is not None:
+      callback(record)
+    x, x_test = x_next, xt_next
+
+  t0 = time.perf_counter()
+  train_pred, test_pred, ok = final_krr(x, x_test, y, config.bandwidth, config.ridge,
+                                        kernel=config.kernel)
+  if not bool(ok):
+    raise krr_lib.solve_error(config.ridge, n).__class__(
+        "final KRR: " + str(krr_lib.solve_error(config.ridge, n)))
+  final = {"train_acc": _accuracy(train_pred, labels_np),
+           "test_acc": _accuracy(test_pred, labels_test),
+           "seconds": time.perf_counter() - t0}
+  g, gl = metrics_lib.gram_picture(normalise_rows(x), labels_np, num_classes=num_classes,
+                                   per_class=config.gram_per_class)
+  grams[config.depth + 1] = (np.asarray(g), gl)
+  return DeepRFMResult(layers, final, ms, grams)
