@@ -1,0 +1,28 @@
+"""Shared test configuration: strict dtype promotion, PRNG key and x64 fixtures."""
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax
+import pytest
+
+# Mixed-dtype arithmetic must be explicit in library code.
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION_FIXTURE = os.path.join(REPO, "tests", "data", "fashion_mnist")
+
+
+@pytest.fixture
+def key():
+  return jax.random.key(0)
+
+
+@pytest.fixture
+def x64():
+  """Runs the test with 64-bit floats enabled, restoring the setting after."""
+  enable = getattr(jax, "enable_x64", None)
+  if enable is None:  # older JAX
+    from jax.experimental import enable_x64 as enable
+  with enable(True):
+    yield
