@@ -1,0 +1,951 @@
+"""Datasets for Deep RFM and the network experiments (SPEC §6).
+
+One entry point, :func:`load_dataset`, returns a :class:`Dataset` whose arrays
+went through the same pipeline whatever the source:
+
+1. read the raw split (uint8 images ``[N, H, W, C]`` and integer labels) from
+   local raw files, the Debian ``dataset-fashion-mnist`` package, scikit-learn's
+   bundled digits or tensorflow-datasets (a cache of the decoded arrays makes the
+   second read cheap);
+2. optionally keep a subset of the classes (relabelled ``0..k-1`` in the order
+   given);
+3. keep the first ``n`` training points (or the first ``n/K`` of each class with
+   ``balanced=True``) and the first ``n_test`` test points;
+4. scale the images to ``[0, 1]``;
+5. group the points by class (stable sort, so the original order survives
+   inside each class);
+6. standardise every feature (pixel and channel) with the *training* mean and
+   standard deviation; features constant on the training points become 0 in
+   both splits;
+7. flatten to ``[n, H*W*C]`` unless ``flatten=False``.
+
+Importing this module does not import tensorflow-datasets; it is imported only
+when a dataset has to come from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+import pathlib
+import pickle
+import secrets
+import socket
+import tarfile
+import time
+import warnings
+import zlib
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from dnc_jax.errors import ConfigError, DataError
+
+__all__ = [
+    "DATASETS",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "DIGITS_TRAIN_SIZE",
+    "Dataset",
+    "cache_dir",
+    "load_dataset",
+    "one_hot_pm1",
+    "read_idx",
+    "write_idx",
+]
+
+DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10", "svhn_cropped", "synthetic")
+
+# Where the Debian package `dataset-fashion-mnist` installs the IDX files.
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+# scikit-learn's digits have no official split: the first 1500 rows are the
+# training set and the remaining 297 the test set (rows are in acquisition
+# order, so both splits hold every class in nearly equal numbers).
+DIGITS_TRAIN_SIZE = 1500
+
+_TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "svhn_cropped")
+
+_IMAGE_SHAPES = {
+    "digits": (8, 8, 1),
+    "fashion_mnist": (28, 28, 1),
+    "mnist": (28, 28, 1),
+    "cifar10": (32, 32, 3),
+    "svhn_cropped": (32, 32, 3),
+}
+
+CLASS_NAMES = {
+    "digits": tuple(str(i) for i in range(10)),
+    "mnist": tuple(str(i) for i in range(10)),
+    "svhn_cropped": tuple(str(i) for i in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                "horse", "ship", "truck"),
+}
+
+# Raw IDX file names; each entry lists accepted spellings (the official
+# `-idx3-ubyte` one and the `.idx3-ubyte` one some mirrors use), each with or
+# without `.gz`.
+_IDX_FILES = {
+    "train_images": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    "train_labels": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "test_images": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    "test_labels": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+
+# Sub-folders of --data-dir also searched, so that a folder laid out by
+# torchvision, Keras or the original archives works as is.
+_SUBDIRS = {
+    "mnist": ("mnist", "MNIST/raw", "MNIST"),
+    "fashion_mnist": ("fashion_mnist", "fashion-mnist", "FashionMNIST/raw", "FashionMNIST"),
+    "cifar10": ("cifar-10-batches-py", "cifar-10-batches-bin", "cifar10", "cifar-10"),
+    "svhn_cropped": ("svhn_cropped", "svhn", "SVHN"),
+}
+
+_SYNTHETIC_DEFAULTS = {
+    "num_classes": 10,
+    "dim": 64,
+    "n": 1000,
+    "n_test": 500,
+    "imbalance": 1.0,
+    "noise": 1.0,
+    "separation": 3.0,
+}
+
+_CACHE_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A prepared dataset (SPEC §6).
+
+  Attributes:
+    x_train: ``[n, H*W*C]`` float32, standardised with the training statistics
+      (``[n, H, W, C]`` when loaded with ``flatten=False``).
+    y_train: ``[n]`` int32 labels in ``0..K-1``, grouped by class (stable).
+    x_test: ``[n_test, ...]`` float32, same processing, standardised with the
+      *training* statistics.
+    y_test: ``[n_test]`` int32 labels, grouped by class (stable).
+    num_classes: K.
+    image_shape: ``(H, W, C)`` of one image (``(1, d, 1)`` for ``synthetic``).
+    name: dataset name, one of :data:`DATASETS`.
+    info: JSON-serialisable provenance: source, files, counts per class,
+      options, cache use.
+  """
+
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+  image_shape: tuple
+  name: str
+  info: dict
+
+  @property
+  def n(self) -> int:
+    return int(self.y_train.shape[0])
+
+  @property
+  def n_test(self) -> int:
+    return int(self.y_test.shape[0])
+
+  @property
+  def dim(self) -> int:
+    return int(np.prod(self.x_train.shape[1:]))
+
+
+def one_hot_pm1(labels, num_classes: int) -> np.ndarray:
+  """±1 targets of the paper's Appendix D: ``2*onehot - 1``.
+
+  Args:
+    labels: ``[n]`` integers in ``0..num_classes-1``.
+    num_classes: K.
+
+  Returns:
+    ``[n, K]`` float32, +1 at the label and −1 elsewhere.
+  """
+  labels = np.asarray(labels)
+  if labels.ndim != 1:
+    raise DataError(f"labels must be a 1-D array, got shape {labels.shape}")
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"labels must be integers, got dtype {labels.dtype}")
+  if num_classes < 1:
+    raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise DataError(
+        f"labels must lie in 0..{num_classes - 1}, found values from "
+        f"{labels.min()} to {labels.max()}")
+  eye = np.eye(num_classes, dtype=np.float32)
+  return 2.0 * eye[labels] - 1.0
+
+
+# ---------------------------------------------------------------------------
+# Raw splits
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Raw:
+  """Decoded, unprocessed dataset: uint8 images ``[N, H, W, C]``, int64 labels."""
+
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  source: str
+  files: list
+  max_value: float = 255.0  # pixel value that maps to 1.0
+  extra: dict = dataclasses.field(default_factory=dict)
+
+
+def _check_raw(raw: _Raw, name: str, num_classes: int) -> None:
+  """Checks shapes and label ranges of freshly read raw arrays."""
+  shape = _IMAGE_SHAPES[name]
+  where = ", ".join(str(f) for f in raw.files) or raw.source
+  for split, x, y in (("train", raw.x_train, raw.y_train),
+                      ("test", raw.x_test, raw.y_test)):
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+      raise DataError(
+          f"{name}: {split} images have shape {tuple(x.shape)}, expected "
+          f"[N, {shape[0]}, {shape[1]}, {shape[2]}] (read from {where})")
+    if x.dtype != np.uint8:
+      raise DataError(f"{name}: {split} images have dtype {x.dtype}, expected uint8 "
+                      f"(read from {where})")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+      raise DataError(
+          f"{name}: {x.shape[0]} {split} images but {y.shape[0] if y.ndim else 0} "
+          f"labels (read from {where})")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+      bad = y[(y < 0) | (y >= num_classes)]
+      raise DataError(
+          f"{name}: {split} labels out of range: found {int(bad[0])} "
+          f"({bad.size} bad labels), expected 0..{num_classes - 1} (read from {where})")
+
+
+# -- IDX (MNIST format) -------------------------------------------------------
+
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def _read_maybe_gzip(path: pathlib.Path) -> bytes:
+  """Reads a file, gunzipping it when it starts with the gzip magic bytes."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise DataError(f"cannot read {path}: {e}") from e
+  if data[:2] == b"\x1f\x8b":
+    try:
+      return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+      raise DataError(f"{path} is a corrupt or truncated gzip file ({e}); "
+                      "download it again") from e
+  if path.suffix == ".gz":
+    raise DataError(f"{path} is named .gz but is not a gzip file")
+  return data
+
+
+def read_idx(path, *, expected_magic: int | None = None) -> np.ndarray:
+  """Reads an IDX file (the MNIST format), gzipped or not.
+
+  Args:
+    path: file to read.
+    expected_magic: if given, the 4-byte big-endian magic number the file must
+      start with (2051 = 0x00000803 for uint8 images ``[N, rows, cols]``, 2049 =
+      0x00000801 for uint8 labels ``[N]``).
+
+  Returns:
+    The array, with the shape of the header (big-endian types converted to
+    native byte order).
+
+  Raises:
+    DataError: unreadable, corrupt, truncated or oversized file, or wrong magic.
+  """
+  path = pathlib.Path(path)
+  data = _read_maybe_gzip(path)
+  if len(data) < 4:
+    raise DataError(f"{path} is truncated: {len(data)} bytes, too short for an IDX header")
+  magic = int.from_bytes(data[:4], "big")
+  if expected_magic is not None and magic != expected_magic:
+    raise DataError(
+        f"{path} has magic number {magic} (0x{magic:08x}), expected {expected_magic} "
+        f"(0x{expected_magic:08x}); is it the right file?")
+  if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES or data[3] == 0:
+    raise DataError(f"{path} is not an IDX file (magic number 0x{magic:08x})")
+  dtype = _IDX_DTYPES[data[2]]
+  ndim = data[3]
+  header = 4 + 4 * ndim
+  if len(data) < header:
+    raise DataError(f"{path} is truncated inside its header")
+  shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  got = len(data) - header
+  if got < expected:
+    raise DataError(f"{path} is truncated: header says shape {shape} ({expected} bytes) "
+                    f"but only {got} bytes follow; download it again")
+  if got > expected:
+    raise DataError(f"{path} is corrupt: header says shape {shape} ({expected} bytes) "
+                    f"but {got} bytes follow")
+  arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+  return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path, array, *, compress: bool | None = None) -> None:
+  """Writes ``array`` as an IDX file (gzipped when ``path`` ends in ``.gz``).
+
+  The gzip header carries no time stamp or name, so equal arrays give equal
+  bytes.
+  """
+  path = pathlib.Path(path)
+  array = np.asarray(array)
+  codes = {np.dtype(v).newbyteorder("=").str: k for k, v in _IDX_DTYPES.items()}
+  key = array.dtype.newbyteorder("=").str
+  if key not in codes:
+    raise ConfigError(f"IDX cannot store dtype {array.dtype}")
+  code = codes[key]
+  header = bytes([0, 0, code, array.ndim]) + b"".join(
+      int(s).to_bytes(4, "big") for s in array.shape)
+  payload = header + np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
+  if compress is None:
+    compress = path.suffix == ".gz"
+  if compress:
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as g:
+      g.write(payload)
+    payload = buf.getvalue()
+  _atomic_write_bytes(path, payload)
+
+
+def _find_file(dirs: Sequence[pathlib.Path], names: Iterable[str]) -> pathlib.Path | None:
+  for d in dirs:
+    for name in names:
+      for candidate in (d / name, d / (name + ".gz")):
+        if candidate.is_file():
+          return candidate
+  return None
+
+
+def _candidate_dirs(root: pathlib.Path, name: str) -> list[pathlib.Path]:
+  dirs = [root] + [root / s for s in _SUBDIRS.get(name, ())]
+  return [d for d in dirs if d.is_dir()]
+
+
+def _find_idx_files(root: pathlib.Path, name: str) -> dict | None:
+  """Returns the four IDX paths under ``root`` or None when none is there.
+
+  Raises DataError when only some of them are there (a half-copied folder).
+  """
+  dirs = _candidate_dirs(root, name)
+  found = {k: _find_file(dirs, v) for k, v in _IDX_FILES.items()}
+  if all(v is None for v in found.values()):
+    return None
+  missing = [v[0] + "[.gz]" for k, v in _IDX_FILES.items() if found[k] is None]
+  if missing:
+    raise DataError(f"{name}: {root} holds some IDX files but not {', '.join(missing)}")
+  return found
+
+
+def _read_idx_dataset(name: str, files: dict, source: str) -> _Raw:
+  xs, ys = {}, {}
+  for split in ("train", "test"):
+    images = read_idx(files[f"{split}_images"], expected_magic=2051)
+    labels = read_idx(files[f"{split}_labels"], expected_magic=2049)
+    if images.dtype != np.uint8 or labels.dtype != np.uint8:
+      raise DataError(f"{name}: IDX files must hold unsigned bytes")
+    if images.shape[0] != labels.shape[0]:
+      raise DataError(
+          f"{name}: {files[f'{split}_images']} holds {images.shape[0]} images but "
+          f"{files[f'{split}_labels']} holds {labels.shape[0]} labels")
+    xs[split] = images[..., None]
+    ys[split] = labels.astype(np.int64)
+  return _Raw(xs["train"], ys["train"], xs["test"], ys["test"], source=source,
+              files=[str(files[k]) for k in _IDX_FILES])
+
+
+# -- scikit-learn digits ------------------------------------------------------
+
+
+def _read_digits() -> _Raw:
+  from sklearn.datasets import load_digits  # lazy: scikit-learn is slow to import
+
+  d = load_digits()
+  # Pixel values are the integers 0..16 (counts of set bits in 4x4 blocks).
+  images = d.images.astype(np.uint8)[..., None]
+  labels = d.target.astype(np.int64)
+  s = DIGITS_TRAIN_SIZE
+  return _Raw(images[:s], labels[:s], images[s:], labels[s:],
+              source="sklearn.datasets.load_digits", files=[], max_value=16.0,
+              extra={"split": f"rows 0..{s - 1} train, rows {s}..{len(labels) - 1} test"})
+
+
+# -- synthetic Gaussian mixture -----------------------------------------------
+
+
+def _class_counts(n: int, k: int, imbalance: float) -> np.ndarray:
+  """Counts per class summing to n, geometric with largest/smallest = imbalance."""
+  weights = imbalance ** (-np.arange(k) / max(k - 1, 1))
+  exact = n * weights / weights.sum()
+  counts = np.floor(exact).astype(np.int64)
+  # Largest remainders get the points lost to rounding, so the sum is exactly n.
+  order = np.argsort(-(exact - counts), kind="stable")
+  counts[order[:n - counts.sum()]] += 1
+  return counts
+
+
+def _synthetic(*, seed: int, num_classes: int, dim: int, n: int, n_test: int,
+               imbalance: float, noise: float, separation: float):
+  """Gaussian mixture: means ``separation * N(0, I_d/d)``-scaled, noise ``noise*N(0, I)``.
+
+  Returns float64 ``x_train [n, d]``, ``y_train [n]``, ``x_test``, ``y_test``.
+  """
+  rng = np.random.default_rng(seed)
+  means = rng.standard_normal((num_classes, dim)) * separation
+  out = []
+  for count in (n, n_test):
+    labels = np.repeat(np.arange(num_classes), _class_counts(count, num_classes, imbalance))
+    rng.shuffle(labels)  # interleave the classes so "first n" means something
+    x = means[labels] + noise * rng.standard_normal((count, dim))
+    out += [x, labels]
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------
+
+
+def cache_dir() -> pathlib.Path:
+  """Directory of the decoded-array cache.
+
+  ``$DNC_JAX_CACHE`` if set, else ``$XDG_CACHE_HOME/dnc_jax``, else
+  ``~/.cache/dnc_jax``.
+  """
+  env = os.environ.get("DNC_JAX_CACHE")
+  if env:
+    return pathlib.Path(env).expanduser()
+  xdg = os.environ.get("XDG_CACHE_HOME")
+  base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
+  return base / "dnc_jax"
+
+
+def _atomic_write_bytes(path: pathlib.Path, payload: bytes) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+  # os.open with 0o666 (not mkstemp's 0o600) so the file gets the umask's permissions.
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(payload)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)  # readers see the old file or the whole new one
+  except BaseException:
+    try:
+      os.unlink(tmp)
+    except OSError:
+      pass
+    raise
+
+
+def _file_fingerprint(path: str) -> list:
+  st = os.stat(path)
+  return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+def _cache_key(name: str, source: str, fingerprint: Any) -> str:
+  blob = json.dumps([_CACHE_FORMAT, name, source, fingerprint], sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+_CACHE_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _cache_paths(name: str, key: str) -> dict:
+  d = cache_dir() / name / key
+  paths = {a: d / f"{a}.npy" for a in _CACHE_ARRAYS}
+  paths["meta"] = d / "meta.json"
+  return paths
+
+
+def _cache_load(name: str, key: str) -> _Raw | None:
+  paths = _cache_paths(name, key)
+  if not paths["meta"].is_file():
+    return None
+  try:
+    meta = json.loads(paths["meta"].read_text())
+    # Plain .npy (no pickle, no zip): reading back is one read per array.
+    arrays = {a: np.load(paths[a], allow_pickle=False) for a in _CACHE_ARRAYS}
+    shapes = meta["shapes"]
+    if any(list(arrays[a].shape) != shapes[a] for a in _CACHE_ARRAYS):
+      raise ValueError("array shapes differ from meta.json")
+  except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+    warnings.warn(f"ignoring unreadable cache entry {paths['meta'].parent}: {e}")
+    return None
+  return _Raw(arrays["train_images"], arrays["train_labels"], arrays["test_images"],
+              arrays["test_labels"], source=meta["source"], files=meta["files"],
+              max_value=meta["max_value"], extra=meta.get("extra", {}))
+
+
+def _cache_store(name: str, key: str, raw: _Raw) -> str | None:
+  """Writes the cache entry; returns its folder, or None if it could not."""
+  paths = _cache_paths(name, key)
+  arrays = dict(zip(_CACHE_ARRAYS, (raw.x_train, raw.y_train, raw.x_test, raw.y_test)))
+  try:
+    for a, arr in arrays.items():
+      buf = io.BytesIO()
+      np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+      _atomic_write_bytes(paths[a], buf.getvalue())
+    meta = {"format": _CACHE_FORMAT, "name": name, "source": raw.source, "files": raw.files,
+            "max_value": raw.max_value, "extra": raw.extra,
+            "shapes": {a: list(arr.shape) for a, arr in arrays.items()}}
+    # meta.json last: an entry counts as present only once it is complete.
+    _atomic_write_bytes(paths["meta"], json.dumps(meta, indent=1).encode())
+  except OSError as e:
+    warnings.warn(f"could not write the dataset cache under {cache_dir()}: {e}")
+    return None
+  return str(paths["meta"].parent)
+
+
+def _cached(name: str, source: str, fingerprint: Any, reader, *, cache: bool):
+  """Returns (raw, cache_status) reading through the cache when ``cache``."""
+  if not cache:
+    return reader(), "disabled"
+  key = _cache_key(name, source, fingerprint)
+  raw = _cache_load(name, key)
+  if raw is not None:
+    return raw, "hit"
+  raw = reader()
+  stored = _cache_store(name, key, raw)
+  return raw, ("written" if stored else "unwritable")
+
+
+# ---------------------------------------------------------------------------
+# Source selection
+# ---------------------------------------------------------------------------
+
+
+def _offline_alternatives(name: str) -> str:
+  return (
+      "Offline alternatives: (1) put the raw files in a folder and pass it as data_dir "
+      "(--data-dir): MNIST-format IDX files (train-images-idx3-ubyte.gz, "
+      "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) "
+      "for mnist and fashion_mnist, the CIFAR-10 python or binary batches "
+      "(cifar-10-batches-py/ or cifar-10-batches-bin/, or the .tar.gz archives) for "
+      "cifar10, train_32x32.mat and test_32x32.mat for svhn_cropped; (2) the bundled "
+      "'digits' dataset, which needs no download; (3) for fashion_mnist, the Debian "
+      f"package dataset-fashion-mnist (apt install dataset-fashion-mnist), read from "
+      f"{DEBIAN_FASHION_MNIST_DIR}; (4) tensorflow-datasets data prepared on a machine "
+      "with a network and copied into data_dir (see docs/datasets.md).")
+
+
+def _load_raw(name: str, data_dir, *, cache: bool) -> tuple[_Raw, str]:
+  """Reads the full raw dataset from the first source that has it."""
+  if name == "digits":
+    if data_dir is not None:
+      raise ConfigError("the digits dataset is bundled with scikit-learn; "
+                        "data_dir does not apply to it")
+    return _read_digits(), "not used"
+
+  if data_dir is not None:
+    root = pathlib.Path(data_dir).expanduser()
+    if not root.is_dir():
+      raise DataError(
+          f"data directory {root} does not exist" if not root.exists()
+          else f"data_dir {root} is not a directory")
+    raw = _load_raw_files(name, root, cache=cache, source_prefix="data_dir")
+    if raw is not None:
+      return raw
+  elif name == "fashion_mnist" and os.path.isdir(DEBIAN_FASHION_MNIST_DIR):
+    raw = _load_raw_files(name, pathlib.Path(DEBIAN_FASHION_MNIST_DIR), cache=cache,
+                          source_prefix="debian")
+    if raw is not None:
+      return raw
+  return _load_tfds(name, data_dir, cache=cache)
+
+
+def _load_raw_files(name: str, root: pathlib.Path, *, cache: bool, source_prefix: str):
+  """Raw files of ``name`` under ``root``; None when there are none."""
+  if name in ("mnist", "fashion_mnist"):
+    files = _find_idx_files(root, name)
+    if files is None:
+      return None
+    fingerprint = [_file_fingerprint(str(p)) for p in files.values()]
+    return _cached(name, f"{source_prefix}:idx", fingerprint,
+                   lambda: _read_idx_dataset(name, files, f"{source_prefix}:idx"),
+                   cache=cache)
+  raise DataError(f"{name}: raw files are not supported yet")
+
+
+def _load_tfds(name: str, data_dir, *, cache: bool):
+  raise DataError(f"{name}: no raw files found and tensorflow-datasets is not wired yet. "
+                  + _offline_alternatives(name))
+
+
+# ---------------------------------------------------------------------------
+# Pipeline
+# ---------------------------------------------------------------------------
+
+
+def _parse_classes(classes, num_classes: int, name: str) -> list[int] | None:
+  if classes is None:
+    return None
+  if isinstance(classes, str):
+    parts = [p.strip() for p in classes.split(",") if p.strip()]
+    try:
+      classes = [int(p) for p in parts]
+    except ValueError:
+      raise ConfigError(f"classes must be integers separated by commas, got {classes!r}") from None
+  try:
+    classes = list(classes)
+  except TypeError:
+    raise ConfigError(f"classes must be a list of integers, got {classes!r}") from None
+  if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
+    raise ConfigError(f"classes must be a list of integers, got {classes!r}")
+  out = [int(c) for c in classes]
+  if len(out) < 2:
+    raise ConfigError(f"classes must name at least 2 classes, got {out}")
+  if len(set(out)) != len(out):
+    raise ConfigError(f"classes has duplicates: {out}")
+  absent = [c for c in out if not 0 <= c < num_classes]
+  if absent:
+    raise DataError(f"{name} has no class {absent[0]}: its classes are 0..{num_classes - 1}"
+                    + (f" ({', '.join(CLASS_NAMES[name])})" if name in CLASS_NAMES else ""))
+  return out
+
+
+def _select_classes(x, y, classes, num_classes: int):
+  """Keeps the rows whose label is in ``classes``, relabelled by position."""
+  if classes is None:
+    return x, y
+  mapping = np.full(num_classes, -1, dtype=np.int64)
+  mapping[np.asarray(classes)] = np.arange(len(classes))
+  new = mapping[y]
+  keep = np.flatnonzero(new >= 0)
+  return x[keep], new[keep]
+
+
+def _check_count(value, what: str) -> int | None:
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ConfigError(f"{what} must be an integer, got {value!r}")
+  value = int(value)
+  if value < (1 if what == "n" else 0):
+    raise ConfigError(f"{what} must be {'>= 1' if what == 'n' else '>= 0'}, got {value}")
+  return value
+
+
+def _take_first(y: np.ndarray, n: int | None, k: int, *, balanced: bool, split: str,
+                name: str) -> np.ndarray:
+  """Indices of the first n points, or of the first n/k points of each class."""
+  total = y.shape[0]
+  if not balanced:
+    if n is None:
+      return np.arange(total)
+    if n > total:
+      raise DataError(f"n_test={n} is larger than the {name} test set, which has {total} points"
+                      if split == "test" else
+                      f"n={n} is larger than the {name} training set, which has {total} points")
+    return np.arange(n)
+  counts = np.bincount(y, minlength=k)
+  if n is None:
+    per_class = int(counts.min())
+  else:
+    if n % k:
+      raise ConfigError(f"balanced=True needs {'n_test' if split == 'test' else 'n'} "
+                        f"divisible by the number of classes ({k}), got {n}")
+    per_class = n // k
+    if per_class > counts.min():
+      c = int(np.argmin(counts))
+      raise DataError(
+          f"balanced {split} split of {n} points needs {per_class} per class but class {c} "
+          f"of {name} has only {counts[c]} {split} points")
+  keep = np.zeros(total, dtype=bool)
+  for c in range(k):
+    keep[np.flatnonzero(y == c)[:per_class]] = True
+  return np.flatnonzero(keep)
+
+
+_BLOCK = 4096  # rows per block: bounded temporaries, cache-friendly passes
+
+
+def _feature_stats(x: np.ndarray):
+  """Per-feature mean, std (ddof=0) and constancy of ``x`` ``[n, d]``.
+
+  Integer pixels get exact integer sums (so a constant feature has variance
+  exactly 0 and the mean is exact); float data two float64 passes.
+
+  Returns:
+    ``mean [d]`` float64, ``std [d]`` float64, ``constant [d]`` bool.
+  """
+  n, d = x.shape
+  if n == 0:
+    return np.zeros(d), np.zeros(d), np.ones(d, bool)
+  # Constant features are found from the data, not from a tolerance on std.
+  constant = np.max(x, axis=0) == np.min(x, axis=0)
+  if np.issubdtype(x.dtype, np.integer) and x.dtype.itemsize == 1:
+    s1 = np.add.reduce(x, axis=0, dtype=np.int64)
+    s2 = np.zeros(d, np.int64)
+    # Blocks of 256 rows: 256 * 255**2 < 2**24, so float32 sums of squares are
+    # exact there and much faster than integer arithmetic.
+    for i in range(0, n, 256):
+      c = x[i:i + 256].astype(np.float32)
+      s2 += np.einsum("ij,ij->j", c, c).astype(np.int64)
+    # n*s2 - s1**2 = n**2 * var, exact in int64 for any realistic n.
+    var_n2 = n * s2 - s1 * s1
+    return s1 / n, np.sqrt(var_n2.astype(np.float64)) / n, constant
+  x64 = x.astype(np.float64, copy=False)
+  mean = x64.mean(axis=0)
+  std = np.sqrt(((x64 - mean) ** 2).mean(axis=0))
+  return mean, std, constant
+
+
+def _standardise(x_train: np.ndarray, x_test: np.ndarray):
+  """Per-feature standardisation with training statistics.
+
+  Args:
+    x_train: ``[n, d]`` raw values (uint8 pixels or floats).
+    x_test: ``[n_test, d]`` same kind.
+
+  Returns:
+    ``[n, d]`` and ``[n_test, d]`` float32, and the number of constant features
+    (set to 0 in both splits).
+  """
+  mean, std, constant = _feature_stats(x_train)
+  inv = np.where(constant, 0.0, 1.0 / np.where(constant, 1.0, std))
+  out = []
+  for x in (x_train, x_test):
+    y = np.empty(x.shape, np.float32)
+    if x.dtype == np.uint8:
+      # Exact integers in float32; one subtract and one multiply per element.
+      m32, inv32 = mean.astype(np.float32), inv.astype(np.float32)
+      for i in range(0, x.shape[0], _BLOCK):
+        np.subtract(x[i:i + _BLOCK], m32, out=y[i:i + _BLOCK], dtype=np.float32)
+        y[i:i + _BLOCK] *= inv32
+    else:
+      for i in range(0, x.shape[0], _BLOCK):
+        y[i:i + _BLOCK] = (x[i:i + _BLOCK].astype(np.float64) - mean) * inv
+    out.append(y)
+  return out[0], out[1], int(constant.sum())
+
+
+def _process(name: str, x_train, y_train, x_test, y_test, *, k_all: int, n, n_test, balanced,
+             classes, max_value: float, image_shape, flatten: bool):
+  """Steps 2–7 of the module docstring. Returns (arrays, info pieces).
+
+  Scaling to [0, 1] is a division of every feature by the same ``max_value``,
+  which standardisation undoes exactly; the arrays are therefore standardised
+  from the raw pixel values directly (exact integer statistics, no float64
+  copy of the images).
+  """
+  k = k_all if classes is None else len(classes)
+  x_train, y_train = _select_classes(x_train, y_train, classes, k_all)
+  x_test, y_test = _select_classes(x_test, y_test, classes, k_all)
+  if y_train.shape[0] == 0:
+    raise DataError(f"{name}: no training points left after selecting classes {classes}")
+
+  idx = _take_first(y_train, n, k, balanced=balanced, split="train", name=name)
+  y_train = y_train[idx]
+  keep_train = idx
+  idx_test = _take_first(y_test, n_test, k,
+                         balanced=balanced and n_test is not None and n_test > 0,
+                         split="test", name=name)
+  y_test = y_test[idx_test]
+
+  counts = np.bincount(y_train, minlength=k)
+  if counts.min() < 2:
+    c = int(np.argmin(counts))
+    label = f"class {c}" if classes is None else f"class {c} (original class {classes[c]})"
+    raise DataError(
+        f"{name}: {label} has {counts[c]} of the {y_train.shape[0]} training points; every "
+        "class needs at least 2 (within-class scatter is undefined otherwise). "
+        "Use a larger n, balanced=True, or a subset of classes.")
+
+  # Stable sort: inside a class the original order is kept. One gather of the
+  # raw (uint8) rows does selection and grouping together.
+  order = np.argsort(y_train, kind="stable")
+  y_train = y_train[order]
+  x_train = x_train[keep_train[order]]
+  order = np.argsort(y_test, kind="stable")
+  y_test = y_test[order]
+  x_test = x_test[idx_test[order]]
+
+  d = int(np.prod(image_shape))
+  xtr = x_train.reshape(x_train.shape[0], d)
+  xte = x_test.reshape(x_test.shape[0], d)
+  if xtr.dtype != np.uint8:
+    for split, x in (("training", xtr), ("test", xte)):
+      if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        raise DataError(f"{name}: {bad} {split} points contain NaN or Inf")
+    xtr, xte = xtr / max_value, xte / max_value
+  xtr, xte, n_constant = _standardise(xtr, xte)
+  if not flatten:
+    xtr = xtr.reshape((-1,) + tuple(image_shape))
+    xte = xte.reshape((-1,) + tuple(image_shape))
+  info = {
+      "counts_train": [int(c) for c in counts],
+      "counts_test": [int(c) for c in np.bincount(y_test, minlength=k)],
+      "n": int(y_train.shape[0]),
+      "n_test": int(y_test.shape[0]),
+      "constant_features": n_constant,
+  }
+  return (xtr, y_train.astype(np.int32), xte, y_test.astype(np.int32)), info
+
+
+def load_dataset(name: str, *, n: int | None = None, n_test: int | None = None,
+                 data_dir=None, classes=None, balanced: bool = False, flatten: bool = True,
+                 cache: bool = True, seed: int = 0, **synthetic_options) -> Dataset:
+  """Loads and prepares a dataset (SPEC §6).
+
+  Args:
+    name: one of :data:`DATASETS`.
+    n: keep the first ``n`` training points (all when None). For ``synthetic``,
+      the number of points generated (default 1000).
+    n_test: keep the first ``n_test`` test points (all when None; 0 for none).
+    data_dir: folder with raw files (IDX ``.gz`` or not, CIFAR-10 batches, SVHN
+      ``.mat``) or with tensorflow-datasets data; also the tfds ``data_dir``.
+    classes: subset of class indices (list or ``"3,5"``), relabelled
+      ``0..k-1`` in the order given.
+    balanced: keep the first ``n/K`` points of each class instead of the first
+      ``n`` (likewise for ``n_test``); with ``n=None``, as many per class as the
+      smallest class has.
+    flatten: ``[n, H*W*C]`` rows (Deep RFM, MLPs) or ``[n, H, W, C]`` images
+      (convolutional networks).
+    cache: read/write the decoded uint8 arrays under :func:`cache_dir`.
+    seed: seed of the ``synthetic`` generator (other datasets are not random).
+    **synthetic_options: for ``synthetic`` only: ``num_classes`` (10), ``dim``
+      (64), ``imbalance`` (1.0: ratio of the largest to the smallest class,
+      geometric in between), ``noise`` (1.0: std of the within-class Gaussian),
+      ``separation`` (3.0: std of the class-mean entries).
+
+  Returns:
+    The :class:`Dataset`.
+
+  Raises:
+    ConfigError: invalid options.
+    DataError: data missing, unreadable, corrupt or unsuitable.
+  """
+  if not isinstance(name, str) or name not in DATASETS:
+    raise ConfigError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+  n = _check_count(n, "n")
+  n_test = _check_count(n_test, "n_test")
+  if synthetic_options and name != "synthetic":
+    raise ConfigError(f"options {sorted(synthetic_options)} apply only to the synthetic "
+                      f"dataset, not to {name}")
+  options = {"n": n, "n_test": n_test, "classes": None, "balanced": bool(balanced),
+             "flatten": bool(flatten), "cache": bool(cache)}
+
+  if name == "synthetic":
+    return _load_synthetic(n=n, n_test=n_test, classes=classes, balanced=balanced,
+                           flatten=flatten, seed=seed, options=options, **synthetic_options)
+
+  k_all = len(CLASS_NAMES[name])
+  class_list = _parse_classes(classes, k_all, name)
+  options["classes"] = class_list
+  k = k_all if class_list is None else len(class_list)
+  t0 = time.perf_counter()
+  raw, cache_status = _load_raw(name, data_dir, cache=cache)
+  _check_raw(raw, name, k_all)
+  seconds_read = time.perf_counter() - t0
+  image_shape = _IMAGE_SHAPES[name]
+  arrays, counts = _process(name, raw.x_train, raw.y_train, raw.x_test, raw.y_test, k_all=k_all, n=n,
+                            n_test=n_test, balanced=balanced, classes=class_list,
+                            max_value=raw.max_value, image_shape=image_shape, flatten=flatten)
+  names = CLASS_NAMES[name]
+  info = {
+      "name": name,
+      "source": raw.source,
+      "files": list(raw.files),
+      "data_dir": None if data_dir is None else str(data_dir),
+      "cache": cache_status,
+      "seconds_read": round(seconds_read, 4),
+      "size_train": int(raw.y_train.shape[0]),
+      "size_test": int(raw.y_test.shape[0]),
+      "class_names": list(names) if class_list is None else [names[c] for c in class_list],
+      "original_classes": list(range(k_all)) if class_list is None else class_list,
+      "pixel_scale": f"uint8 / {raw.max_value:g}",
+      "standardisation": "per feature, training mean and std (ddof=0); "
+                         "features constant on the training points set to 0",
+      "options": options,
+      **counts,
+      **raw.extra,
+  }
+  return Dataset(*arrays, num_classes=k, image_shape=tuple(image_shape), name=name,
+                 info=info)
+
+
+def _load_synthetic(*, n, n_test, classes, balanced, flatten, seed, options, **kw) -> Dataset:
+  unknown = set(kw) - set(_SYNTHETIC_DEFAULTS)
+  if unknown:
+    raise ConfigError(f"unknown synthetic options {sorted(unknown)}; valid: "
+                      f"{', '.join(k for k in _SYNTHETIC_DEFAULTS if k not in ('n', 'n_test'))}")
+  p = dict(_SYNTHETIC_DEFAULTS)
+  p.update(kw)
+  if n is not None:
+    p["n"] = n
+  if n_test is not None:
+    p["n_test"] = n_test
+  for key in ("num_classes", "dim"):
+    v = p[key]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if key == "num_classes" else 1):
+      raise ConfigError(f"synthetic {key} must be an integer >= "
+                        f"{2 if key == 'num_classes' else 1}, got {v!r}")
+  for key in ("imbalance", "noise", "separation"):
+    try:
+      p[key] = float(p[key])
+    except (TypeError, ValueError):
+      raise ConfigError(f"synthetic {key} must be a number, got {p[key]!r}") from None
+  if not p["imbalance"] >= 1.0:
+    raise ConfigError(f"synthetic imbalance must be >= 1 (largest/smallest class), "
+                      f"got {p['imbalance']}")
+  if not (p["noise"] >= 0.0 and p["separation"] >= 0.0):
+    # NaN/Inf fail here or as NaN data below.
+    raise ConfigError("synthetic noise and separation must be >= 0")
+  if balanced and p["imbalance"] != 1.0:
+    raise ConfigError("balanced=True contradicts imbalance != 1 for the synthetic dataset")
+  if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+    raise ConfigError(f"seed must be an integer, got {seed!r}")
+  k_all = int(p["num_classes"])
+  class_list = _parse_classes(classes, k_all, "synthetic")
+  options["classes"] = class_list
+  k = k_all if class_list is None else len(class_list)
+  xtr, ytr, xte, yte = _synthetic(seed=int(seed), num_classes=k_all, dim=int(p["dim"]),
+                                  n=int(p["n"]), n_test=int(p["n_test"]),
+                                  imbalance=p["imbalance"], noise=p["noise"],
+                                  separation=p["separation"])
+  image_shape = (1, int(p["dim"]), 1)
+  arrays, counts = _process("synthetic", xtr, ytr, xte, yte, k_all=k_all, n=None, n_test=None,
+                            balanced=False, classes=class_list, max_value=1.0,
+                            image_shape=image_shape, flatten=flatten)
+  options.update({k_: p[k_] for k_ in ("num_classes", "dim", "imbalance", "noise",
+                                        "separation")}, seed=int(seed), n=int(p["n"]),
+                 n_test=int(p["n_test"]))
+  info = {
+      "name": "synthetic",
+      "source": "synthetic Gaussian mixture (numpy default_rng)",
+      "files": [],
+      "data_dir": None,
+      "cache": "not used",
+      "class_names": [str(c) for c in (class_list or range(k_all))],
+      "original_classes": list(range(k_all)) if class_list is None else class_list,
+      "generator": "mean_c ~ separation * N(0, I_d); x = mean_c + noise * N(0, I_d); class "
+                   "sizes geometric with largest/smallest = imbalance",
+      "standardisation": "per feature, training mean and std (ddof=0); "
+                         "features constant on the training points set to 0",
+      "options": options,
+      **counts,
+  }
+  return Dataset(*arrays, num_classes=k, image_shape=image_shape, name="synthetic", info=info)
