@@ -1,0 +1,78 @@
+"""Kernels and KRR against float64 NumPy."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dnc_jax as dj
+from dnc_jax.errors import ConfigError, SolveError
+
+
+def _np_dist(x, z, m=None):
+  m = np.eye(x.shape[1]) if m is None else m
+  diff = x[:, None, :] - z[None, :, :]
+  return np.sqrt(np.einsum("ijd,de,ije->ij", diff, m, diff))
+
+
+@pytest.mark.parametrize("use_m", [False, True])
+def test_kernels_match_numpy(x64, use_m):
+  rng = np.random.default_rng(0)
+  x, z = rng.normal(size=(7, 5)), rng.normal(size=(4, 5))
+  a = rng.normal(size=(5, 5))
+  m = a @ a.T if use_m else None
+  dist = _np_dist(x, z, m)
+  lap = dj.laplace_kernel(jnp.asarray(x), jnp.asarray(z), bandwidth=2.0,
+                          M=None if m is None else jnp.asarray(m))
+  gau = dj.gaussian_kernel(jnp.asarray(x), jnp.asarray(z), bandwidth=1.5,
+                           M=None if m is None else jnp.asarray(m))
+  chex.assert_shape(lap, (7, 4))
+  np.testing.assert_allclose(lap, np.exp(-dist / 2.0), rtol=1e-12)
+  np.testing.assert_allclose(gau, np.exp(-dist**2 / (2 * 1.5**2)), rtol=1e-12)
+
+
+def test_kernel_float32_uses_full_precision():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(50, 300)).astype(np.float32)
+  z = rng.normal(size=(40, 300)).astype(np.float32)
+  ref = np.exp(-_np_dist(x.astype(np.float64), z.astype(np.float64)) / 2.0)
+  np.testing.assert_allclose(dj.laplace_kernel(x, z, bandwidth=2.0), ref, rtol=2e-5)
+
+
+@pytest.mark.parametrize("bandwidth", [0.0, -1.0, float("nan")])
+def test_bad_bandwidth(bandwidth):
+  x = np.ones((2, 2), np.float32)
+  with pytest.raises(ConfigError, match="bandwidth must be a positive"):
+    dj.laplace_kernel(x, x, bandwidth=bandwidth)
+
+
+def test_krr_matches_numpy_solve(x64):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(30, 4))
+  y = rng.normal(size=(30, 3))
+  kmat = np.exp(-_np_dist(x, x) / 2.0)
+  for ridge in (0.0, 0.1):
+    alpha = dj.krr_fit(jnp.asarray(x), jnp.asarray(y), bandwidth=2.0, ridge=ridge)
+    np.testing.assert_allclose(alpha, np.linalg.solve(kmat + ridge * np.eye(30), y), rtol=1e-8)
+  xt = rng.normal(size=(5, 4))
+  pred = dj.krr_predict(jnp.asarray(x), alpha, jnp.asarray(xt), bandwidth=2.0)
+  np.testing.assert_allclose(pred, np.exp(-_np_dist(xt, x) / 2.0) @ np.asarray(alpha), rtol=1e-10)
+
+
+def test_ridgeless_singular_solve_is_a_clear_error():
+  x = np.ones((4, 3), np.float32)  # four identical rows: singular kernel matrix
+  y = np.eye(4, dtype=np.float32)
+  with pytest.raises(SolveError, match="singular.*--ridge"):
+    dj.krr_fit(x, y, bandwidth=2.0, ridge=0.0)
+
+
+def test_negative_ridge_rejected():
+  x = np.eye(3, dtype=np.float32)
+  with pytest.raises(ConfigError, match="ridge must be"):
+    dj.krr_fit(x, x, bandwidth=2.0, ridge=-1.0)
+
+
+def test_unknown_kernel():
+  x = np.eye(3, dtype=np.float32)
+  with pytest.raises(ConfigError, match="unknown kernel 'cauchy'.*laplace, gaussian"):
+    dj.krr_fit(x, x, kernel="cauchy", bandwidth=2.0)
