@@ -53,6 +53,8 @@ __all__ = [
     "cache_dir",
     "load_dataset",
     "one_hot_pm1",
+    "prepare_tfds_from_raw",
+    "read_svhn_mat",
     "read_idx",
     "write_idx",
 ]
@@ -374,6 +376,256 @@ def _read_idx_dataset(name: str, files: dict, source: str) -> _Raw:
               files=[str(files[k]) for k in _IDX_FILES])
 
 
+# -- CIFAR-10 -----------------------------------------------------------------
+
+_CIFAR_PY_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+_CIFAR_BIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+_CIFAR_ARCHIVES = {"cifar-10-python.tar.gz": ("cifar-10-batches-py", _CIFAR_PY_FILES),
+                   "cifar-10-binary.tar.gz": ("cifar-10-batches-bin", _CIFAR_BIN_FILES)}
+_CIFAR_RECORD = 1 + 32 * 32 * 3  # binary version: label byte + CHW pixels
+
+
+def _numpy_global(*names):
+  """The first of ``module.attr`` names that exists (NumPy 1 and 2 differ)."""
+  import importlib
+
+  for dotted in names:
+    module, attr = dotted.rsplit(".", 1)
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # numpy.core in NumPy 2
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+      continue
+  return None
+
+
+def _allowed_pickle_globals() -> dict:
+  """The only globals a CIFAR batch pickle may name: array reconstruction."""
+  reconstruct = _numpy_global("numpy._core.multiarray._reconstruct",
+                              "numpy.core.multiarray._reconstruct")
+  scalar = _numpy_global("numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar")
+  frombuffer = _numpy_global("numpy._core.numeric._frombuffer", "numpy.core.numeric._frombuffer")
+  allowed = {
+      ("numpy", "ndarray"): np.ndarray,
+      ("numpy", "dtype"): np.dtype,
+      # Python 3 pickles bytes in protocol 2 as _codecs.encode(str, "latin1").
+      ("_codecs", "encode"): __import__("codecs").encode,
+  }
+  for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    allowed[(module, "_reconstruct")] = reconstruct
+    allowed[(module, "scalar")] = scalar
+  for module in ("numpy.core.numeric", "numpy._core.numeric"):
+    allowed[(module, "_frombuffer")] = frombuffer
+  return {k: v for k, v in allowed.items() if v is not None}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+  """Unpickler that resolves only the globals of :func:`_allowed_pickle_globals`.
+
+  A pickle runs code by naming a callable (``os.system``, ``eval``, ...) and
+  calling it; refusing every name but NumPy's array reconstruction makes a
+  crafted file fail instead of executing.
+  """
+
+  def __init__(self, file, *, path):
+    super().__init__(file, encoding="bytes")
+    self._path = path
+    self._allowed = _allowed_pickle_globals()
+
+  def find_class(self, module, name):
+    obj = self._allowed.get((module, name))
+    if obj is None:
+      raise DataError(
+          f"{self._path}: refusing to unpickle {module}.{name}; a CIFAR-10 batch holds only "
+          "NumPy arrays, lists, numbers and strings, so this file is not a CIFAR-10 batch and "
+          "may be crafted to run code")
+    return obj
+
+  def persistent_load(self, pid):
+    raise DataError(f"{self._path}: persistent ids are not allowed in a CIFAR-10 batch")
+
+
+def _get_key(d: dict, key: str):
+  for k in (key.encode(), key):
+    if k in d:
+      return d[k]
+  raise KeyError(key)
+
+
+def _parse_cifar_python(payload: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
+  """One python-version batch → images ``[N, 32, 32, 3]`` uint8, labels ``[N]``."""
+  try:
+    batch = _RestrictedUnpickler(io.BytesIO(payload), path=path).load()
+  except DataError:
+    raise
+  except Exception as e:  # pickle raises many types on garbage  # noqa: BLE001
+    raise DataError(f"{path} is not a readable CIFAR-10 python batch (corrupt or "
+                    f"truncated?): {type(e).__name__}: {e}") from e
+  if not isinstance(batch, dict):
+    raise DataError(f"{path}: a CIFAR-10 batch is a dict, found {type(batch).__name__}")
+  try:
+    data, labels = _get_key(batch, "data"), _get_key(batch, "labels")
+  except KeyError as e:
+    raise DataError(f"{path}: CIFAR-10 batch without the key {e.args[0]!r} "
+                    f"(keys: {sorted(str(k) for k in batch)})") from None
+  if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+      or data.shape[1] != 3072:
+    raise DataError(f"{path}: 'data' must be a uint8 array [N, 3072], found "
+                    f"{getattr(data, 'dtype', type(data).__name__)} "
+                    f"{getattr(data, 'shape', '')}")
+  try:
+    labels = np.asarray(labels)
+  except Exception:  # noqa: BLE001
+    labels = np.asarray([], dtype=object)
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"{path}: 'labels' must be a list of integers, found {labels.dtype} "
+                    f"{labels.shape}")
+  if labels.shape[0] != data.shape[0]:
+    raise DataError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
+  # Rows hold the red, green and blue 32x32 planes in turn (CHW); images are HWC.
+  images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def _parse_cifar_binary(payload: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
+  """One binary-version batch (records of 1 label byte + 3072 pixels)."""
+  if len(payload) == 0 or len(payload) % _CIFAR_RECORD:
+    raise DataError(f"{path} is truncated or corrupt: {len(payload)} bytes is not a multiple "
+                    f"of the {_CIFAR_RECORD}-byte CIFAR-10 record")
+  rec = np.frombuffer(payload, np.uint8).reshape(-1, _CIFAR_RECORD)
+  images = rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), rec[:, 0].astype(np.int64)
+
+
+def _find_cifar(root: pathlib.Path):
+  """Returns (kind, {file: path or (archive, member)}) or None."""
+  dirs = _candidate_dirs(root, "cifar10")
+  for kind, names in (("python", _CIFAR_PY_FILES), ("binary", _CIFAR_BIN_FILES)):
+    for d in dirs:
+      present = {f: d / f for f in names if (d / f).is_file()}
+      if present and len(present) < len(names):
+        missing = [f for f in names if f not in present]
+        raise DataError(f"cifar10: {d} holds some CIFAR-10 {kind} batches but not "
+                        f"{', '.join(missing)}")
+      if present:
+        return kind, present
+  for d in dirs:
+    for archive, (_, names) in _CIFAR_ARCHIVES.items():
+      if (d / archive).is_file():
+        kind = "python" if "python" in archive else "binary"
+        return kind, {f: (d / archive, f) for f in names}
+  return None
+
+
+def _read_cifar(kind: str, files: dict, source: str) -> _Raw:
+  parse = _parse_cifar_python if kind == "python" else _parse_cifar_binary
+  payloads = {}
+  archives = {v[0] for v in files.values() if isinstance(v, tuple)}
+  for archive in archives:
+    prefix, names = _CIFAR_ARCHIVES[archive.name]
+    try:
+      with tarfile.open(archive, "r:gz") as tar:
+        # Members are read into memory, never extracted: names in the archive
+        # cannot write anywhere.
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        for f in names:
+          m = members.get(f"{prefix}/{f}")
+          if m is None:
+            raise DataError(f"{archive} has no member {prefix}/{f}; is it the CIFAR-10 archive?")
+          payloads[f] = tar.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+      raise DataError(f"{archive} is a corrupt or truncated archive ({e}); download it "
+                      "again") from e
+  parts = {}
+  for f, where in files.items():
+    if not isinstance(where, tuple):
+      try:
+        payloads[f] = where.read_bytes()
+      except OSError as e:
+        raise DataError(f"cannot read {where}: {e}") from e
+    label = f"{where[0]}:{where[1]}" if isinstance(where, tuple) else str(where)
+    parts[f] = parse(payloads[f], label)
+  names = _CIFAR_PY_FILES if kind == "python" else _CIFAR_BIN_FILES
+  train = [parts[f] for f in names[:5]]
+  test = parts[names[5]]
+  file_list = sorted({str(v[0]) if isinstance(v, tuple) else str(v) for v in files.values()})
+  return _Raw(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]),
+              test[0], test[1], source=source, files=file_list)
+
+
+# -- SVHN cropped digits (.mat) ----------------------------------------------
+
+_SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
+
+
+def _find_svhn(root: pathlib.Path) -> dict | None:
+  dirs = _candidate_dirs(root, "svhn_cropped")
+  for d in dirs:
+    present = {s: d / f for s, f in _SVHN_FILES.items() if (d / f).is_file()}
+    if len(present) == 1:
+      missing = [f for s, f in _SVHN_FILES.items() if s not in present]
+      raise DataError(f"svhn_cropped: {d} holds {next(iter(present.values())).name} but not "
+                      f"{missing[0]}")
+    if present:
+      return present
+  return None
+
+
+def read_svhn_mat(path) -> tuple[np.ndarray, np.ndarray]:
+  """Reads an SVHN cropped-digits ``.mat`` file.
+
+  Returns:
+    images ``[N, 32, 32, 3]`` uint8 and labels ``[N]`` int64 in ``0..9`` (the
+    file's label 10 is digit 0).
+
+  Raises:
+    DataError: unreadable or corrupt file, missing ``X``/``y``, wrong shapes,
+      labels outside ``1..10``.
+  """
+  import scipy.io  # lazy: only SVHN needs it
+
+  path = pathlib.Path(path)
+  try:
+    mat = scipy.io.loadmat(path, variable_names=["X", "y"])
+  except NotImplementedError as e:
+    raise DataError(f"{path} is a MATLAB v7.3 (HDF5) file; the SVHN files are MATLAB v5, "
+                    "download them again from http://ufldl.stanford.edu/housenumbers/") from e
+  except Exception as e:  # scipy raises many types on garbage  # noqa: BLE001
+    raise DataError(f"{path} is not a readable .mat file (corrupt or truncated?): "
+                    f"{type(e).__name__}: {e}") from e
+  missing = [k for k in ("X", "y") if k not in mat]
+  if missing:
+    found = sorted(k for k in mat if not k.startswith("__"))
+    raise DataError(f"{path} has no variable {' or '.join(missing)}; an SVHN cropped-digits "
+                    f"file holds X [32, 32, 3, N] and y [N, 1] (found: {found or 'none'})")
+  x, y = mat["X"], np.asarray(mat["y"])
+  if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+    raise DataError(f"{path}: X has shape {x.shape}, expected [32, 32, 3, N]")
+  if x.dtype != np.uint8:
+    if not (np.issubdtype(x.dtype, np.number) and np.isfinite(x).all() and x.min() >= 0
+            and x.max() <= 255 and (x == np.round(x)).all()):
+      raise DataError(f"{path}: X has dtype {x.dtype} with values that are not bytes 0..255")
+    x = x.astype(np.uint8)
+  y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
+  if y.ndim != 1 or y.shape[0] != x.shape[3]:
+    raise DataError(f"{path}: y has shape {mat['y'].shape}, expected [{x.shape[3]}, 1]")
+  if not np.issubdtype(y.dtype, np.number) or y.size and (
+      not np.isfinite(y).all() or (y != np.round(y)).any() or y.min() < 1 or y.max() > 10):
+    bad = y[~((y >= 1) & (y <= 10))] if np.issubdtype(y.dtype, np.number) else y
+    raise DataError(f"{path}: labels out of range (found {bad[:1].tolist()}); SVHN labels are "
+                    "1..10, 10 meaning digit 0")
+  images = np.ascontiguousarray(np.moveaxis(x, 3, 0))
+  return images, (y.astype(np.int64) % 10)
+
+
+def _read_svhn(files: dict, source: str) -> _Raw:
+  xtr, ytr = read_svhn_mat(files["train"])
+  xte, yte = read_svhn_mat(files["test"])
+  return _Raw(xtr, ytr, xte, yte, source=source, files=[str(files["train"]),
+                                                         str(files["test"])])
+
+
 # -- scikit-learn digits ------------------------------------------------------
 
 
@@ -537,17 +789,16 @@ def _cached(name: str, source: str, fingerprint: Any, reader, *, cache: bool):
 
 
 def _offline_alternatives(name: str) -> str:
-  return (
-      "Offline alternatives: (1) put the raw files in a folder and pass it as data_dir "
-      "(--data-dir): MNIST-format IDX files (train-images-idx3-ubyte.gz, "
-      "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) "
-      "for mnist and fashion_mnist, the CIFAR-10 python or binary batches "
-      "(cifar-10-batches-py/ or cifar-10-batches-bin/, or the .tar.gz archives) for "
-      "cifar10, train_32x32.mat and test_32x32.mat for svhn_cropped; (2) the bundled "
-      "'digits' dataset, which needs no download; (3) for fashion_mnist, the Debian "
-      f"package dataset-fashion-mnist (apt install dataset-fashion-mnist), read from "
-      f"{DEBIAN_FASHION_MNIST_DIR}; (4) tensorflow-datasets data prepared on a machine "
-      "with a network and copied into data_dir (see docs/datasets.md).")
+  """The ways to get ``name`` without a network, for error messages."""
+  ways = [f"put the raw files in a folder and pass it as data_dir (--data-dir): "
+          f"{_expected_files(name)}"]
+  if name == "fashion_mnist":
+    ways.append("install the Debian package dataset-fashion-mnist (apt install "
+                f"dataset-fashion-mnist), read from {DEBIAN_FASHION_MNIST_DIR}")
+  ways.append("copy a tensorflow-datasets copy prepared on a machine with a network into "
+              "data_dir (see docs/datasets.md)")
+  ways.append("use the bundled 'digits' dataset, which needs no download, or 'synthetic'")
+  return "Offline alternatives: " + "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1)) + "."
 
 
 def _load_raw(name: str, data_dir, *, cache: bool) -> tuple[_Raw, str]:
@@ -575,22 +826,326 @@ def _load_raw(name: str, data_dir, *, cache: bool) -> tuple[_Raw, str]:
   return _load_tfds(name, data_dir, cache=cache)
 
 
+def _expected_files(name: str) -> str:
+  if name in ("mnist", "fashion_mnist"):
+    return ", ".join(v[0] + "[.gz]" for v in _IDX_FILES.values())
+  if name == "cifar10":
+    return ("cifar-10-batches-py/{data_batch_1..5, test_batch} (python version), "
+            "cifar-10-batches-bin/{data_batch_1..5.bin, test_batch.bin} (binary version), "
+            "or cifar-10-python.tar.gz / cifar-10-binary.tar.gz")
+  return ", ".join(_SVHN_FILES.values())
+
+
 def _load_raw_files(name: str, root: pathlib.Path, *, cache: bool, source_prefix: str):
-  """Raw files of ``name`` under ``root``; None when there are none."""
+  """Raw files of ``name`` under ``root`` (through the cache); None when there are none."""
   if name in ("mnist", "fashion_mnist"):
     files = _find_idx_files(root, name)
     if files is None:
       return None
-    fingerprint = [_file_fingerprint(str(p)) for p in files.values()]
-    return _cached(name, f"{source_prefix}:idx", fingerprint,
-                   lambda: _read_idx_dataset(name, files, f"{source_prefix}:idx"),
-                   cache=cache)
-  raise DataError(f"{name}: raw files are not supported yet")
+    source = f"{source_prefix}:idx"
+    paths = list(files.values())
+    reader = lambda: _read_idx_dataset(name, files, source)  # noqa: E731
+  elif name == "cifar10":
+    found = _find_cifar(root)
+    if found is None:
+      return None
+    kind, files = found
+    source = f"{source_prefix}:cifar-{kind}"
+    paths = sorted({v[0] if isinstance(v, tuple) else v for v in files.values()})
+    reader = lambda: _read_cifar(kind, files, source)  # noqa: E731
+  elif name == "svhn_cropped":
+    files = _find_svhn(root)
+    if files is None:
+      return None
+    source = f"{source_prefix}:svhn-mat"
+    paths = list(files.values())
+    reader = lambda: _read_svhn(files, source)  # noqa: E731
+  else:
+    return None
+  fingerprint = [_file_fingerprint(str(p)) for p in paths]
+  return _cached(name, source, fingerprint, reader, cache=cache)
+
+
+# -- tensorflow-datasets ------------------------------------------------------
+
+# Where tfds downloads each dataset from: reachability of this host is the
+# offline test (tfds itself would retry for minutes before failing).
+_TFDS_DOWNLOAD_HOSTS = {
+    "mnist": ("storage.googleapis.com", 443),
+    "fashion_mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+    "cifar10": ("www.cs.toronto.edu", 443),
+    "svhn_cropped": ("ufldl.stanford.edu", 80),
+}
+NETWORK_TIMEOUT_S = 3.0
+
+
+def _import_tfds():
+  try:
+    import tensorflow_datasets as tfds  # lazy: slow to import, optional at run time
+  except ImportError as e:
+    raise DataError(f"tensorflow-datasets cannot be imported ({e}); pip install "
+                    "tensorflow-datasets, or use a local source. ") from e
+  return tfds
+
+
+def _tensorflow_installed() -> bool:
+  import importlib.util
+
+  return importlib.util.find_spec("tensorflow") is not None
+
+
+def _proxy_for(port: int):
+  """(host, port) of the proxy tfds' downloads would go through, if any."""
+  import urllib.parse
+
+  for var in (("https_proxy", "HTTPS_PROXY") if port == 443 else ("http_proxy", "HTTP_PROXY")):
+    url = os.environ.get(var)
+    if url:
+      u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+      if u.hostname:
+        return u.hostname, u.port or 80
+  return None
+
+
+def _network_reachable(host: str, port: int, *, timeout: float = NETWORK_TIMEOUT_S) -> bool:
+  """Whether a TCP connection to host (or the proxy) opens within ``timeout`` s."""
+  target = _proxy_for(port) or (host, port)
+  try:
+    with socket.create_connection(target, timeout=timeout):
+      return True
+  except OSError:  # includes DNS failure and timeouts
+    return False
+
+
+def _check_can_prepare(name: str, data_dir) -> None:
+  """Fails fast when tfds would have to download and prepare but cannot."""
+  problems = []
+  host, port = _TFDS_DOWNLOAD_HOSTS[name]
+  if not _network_reachable(host, port):
+    problems.append(f"there is no network ({host}:{port} cannot be reached within "
+                    f"{NETWORK_TIMEOUT_S:g} s)")
+  if not _tensorflow_installed():
+    problems.append("TensorFlow is not installed, and tensorflow-datasets needs it to "
+                    "prepare its built-in datasets (pip install '.[tfds]', i.e. "
+                    "tensorflow-datasets with tensorflow)")
+  if problems:
+    where = f"in {data_dir}" if data_dir is not None else \
+        "in the tensorflow-datasets data directory ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    raise DataError(
+        f"{name}: no raw files were found and no prepared tensorflow-datasets copy exists "
+        f"{where}; downloading it is not possible because " + " and ".join(problems) + ". "
+        + _offline_alternatives(name))
+
+
+def _version_key(v: str):
+  try:
+    return tuple(int(p) for p in v.split("."))
+  except ValueError:
+    return ()
+
+
+def _find_tfds_prepared(tfds, name: str, data_dir) -> pathlib.Path | None:
+  """The newest prepared version folder ``<root>/<name>/<version>`` or None."""
+  try:
+    roots = tfds.core.utils.file_utils.list_data_dirs(data_dir)
+  except Exception:  # noqa: BLE001 -- tfds internals move between versions
+    roots = [data_dir if data_dir is not None else tfds.core.constants.get_default_data_dir()]
+  found = []
+  for root in roots:
+    base = pathlib.Path(os.fspath(root)).expanduser() / name
+    if base.is_dir():
+      for v in base.iterdir():
+        if (v / "dataset_info.json").is_file() and _version_key(v.name):
+          found.append(v)
+  return max(found, key=lambda v: _version_key(v.name)) if found else None
+
+
+def _example_index(example: dict):
+  """Original position of a tfds example: 'index' feature or CIFAR's 'id' (train_00042)."""
+  if "index" in example:
+    return int(example["index"])
+  ident = example.get("id")
+  if isinstance(ident, bytes):
+    ident = ident.decode("utf-8", "replace")
+  if isinstance(ident, str) and "_" in ident:
+    tail = ident.rsplit("_", 1)[1]
+    if tail.isdigit():
+      return int(tail)
+  return None
+
+
+def _read_tfds_source(src, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+  """All examples of a data source → images, labels, order used."""
+  count = len(src)
+  images, labels, index = [], [], []
+  for start in range(0, count, 1024):
+    stop = min(count, start + 1024)
+    getitems = getattr(src, "__getitems__", None)
+    batch = getitems(list(range(start, stop))) if getitems else \
+        [src[i] for i in range(start, stop)]
+    for ex in batch:
+      images.append(np.asarray(ex["image"]))
+      labels.append(int(ex["label"]))
+      index.append(_example_index(ex))
+  if not images:
+    raise DataError(f"{where}: the split is empty")
+  shapes = {im.shape for im in images}
+  if len(shapes) != 1:
+    raise DataError(f"{where}: images of several shapes {sorted(shapes)[:3]}")
+  x = np.stack(images)
+  if x.ndim == 3:
+    x = x[..., None]
+  y = np.asarray(labels, dtype=np.int64)
+  if all(i is not None for i in index) and len(set(index)) == len(index):
+    # Back to the original file order, so "first n" means the same points as
+    # with the raw files.
+    order = np.argsort(np.asarray(index), kind="stable")
+    return x[order], y[order], "original order (from the example index)"
+  return x, y, "tensorflow-datasets storage order"
+
+
+def _read_tfds_builder(tfds, builder, name: str, where: str) -> _Raw:
+  fmt = str(getattr(builder.info, "file_format", "") or "")
+  if fmt and "array_record" not in fmt.lower() and "parquet" not in fmt.lower():
+    if not _tensorflow_installed():
+      raise DataError(
+          f"{name}: the tensorflow-datasets copy in {where} is in {fmt} format, which needs "
+          "TensorFlow to read (pip install '.[tfds]'); or prepare it with "
+          f"`tfds build {name} --file_format=array_record`, which dnc_jax reads without "
+          "TensorFlow")
+    # TFRecord copies: read through TensorFlow.
+    arrays = {}
+    for split in ("train", "test"):
+      d = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+      arrays[split] = (np.asarray(d["image"]), np.asarray(d["label"], dtype=np.int64),
+                       "tensorflow-datasets storage order")
+  else:
+    try:
+      sources = builder.as_data_source(split=["train", "test"])
+    except Exception as e:  # noqa: BLE001 -- tfds raises many types
+      raise DataError(f"{name}: cannot read the tensorflow-datasets copy in {where}: "
+                      f"{type(e).__name__}: {e}") from e
+    arrays = {s: _read_tfds_source(src, f"{where} ({s})")
+              for s, src in zip(("train", "test"), sources)}
+  return _finish_tfds(arrays, where)
+
+
+def _finish_tfds(arrays: dict, where: str) -> _Raw:
+  xtr, ytr, order = arrays["train"]
+  xte, yte, order_test = arrays["test"]
+  return _Raw(xtr, ytr, xte, yte, source="tfds", files=[where],
+              extra={"tfds_order": {"train": order, "test": order_test}})
 
 
 def _load_tfds(name: str, data_dir, *, cache: bool):
-  raise DataError(f"{name}: no raw files found and tensorflow-datasets is not wired yet. "
-                  + _offline_alternatives(name))
+  """Reads ``name`` through tensorflow-datasets (prepared copy, else download)."""
+  tfds = _import_tfds()
+  prepared = _find_tfds_prepared(tfds, name, data_dir)
+  if prepared is not None:
+    info_file = prepared / "dataset_info.json"
+    fingerprint = [str(prepared.resolve()), info_file.stat().st_size,
+                   info_file.stat().st_mtime_ns]
+
+    def reader():
+      try:
+        # Features come from the copy's own metadata: no dataset code, no TF.
+        builder = tfds.builder_from_directory(prepared)
+      except Exception as e:  # noqa: BLE001
+        raise DataError(f"{name}: {prepared} is not a readable tensorflow-datasets copy: "
+                        f"{type(e).__name__}: {e}") from e
+      return _read_tfds_builder(tfds, builder, name, str(prepared))
+
+    return _cached(name, "tfds", fingerprint, reader, cache=cache)
+
+  _check_can_prepare(name, data_dir)
+  try:
+    sources = tfds.data_source(name, split=["train", "test"], data_dir=data_dir, download=True)
+  except DataError:
+    raise
+  except Exception as e:  # noqa: BLE001
+    raise DataError(f"{name}: tensorflow-datasets could not download and prepare it: "
+                    f"{type(e).__name__}: {e}. " + _offline_alternatives(name)) from e
+  where = f"tfds:{name}" + (f" in {data_dir}" if data_dir is not None else "")
+  raw = _finish_tfds({s: _read_tfds_source(src, f"{where} ({s})")
+                      for s, src in zip(("train", "test"), sources)}, where)
+  if cache:
+    prepared = _find_tfds_prepared(tfds, name, data_dir)
+    if prepared is not None:
+      info_file = prepared / "dataset_info.json"
+      key = _cache_key(name, "tfds", [str(prepared.resolve()), info_file.stat().st_size,
+                                      info_file.stat().st_mtime_ns])
+      return raw, ("written" if _cache_store(name, key, raw) else "unwritable")
+  return raw, ("disabled" if not cache else "not used")
+
+
+def prepare_tfds_from_raw(name: str, *, raw_dir, data_dir) -> pathlib.Path:
+  """Writes a tensorflow-datasets copy of local raw files, without TensorFlow.
+
+  The copy (ArrayRecord files, version 1.0.0, under ``data_dir/name/1.0.0``)
+  holds the raw split unchanged: ``image`` (uint8 ``[H, W, C]``, stored as raw
+  bytes because tfds' PNG encoder needs TensorFlow), ``label`` and ``index``
+  (the position in the raw files, so readers can restore the original order).
+  ``load_dataset(name, data_dir=data_dir)`` then reads it through
+  ``tfds.data_source``; so does ``tfds.builder_from_directory``.
+
+  Args:
+    name: ``mnist``, ``fashion_mnist``, ``cifar10`` or ``svhn_cropped``.
+    raw_dir: folder with the raw files (as for ``load_dataset``'s data_dir).
+    data_dir: tfds data directory to write into.
+
+  Returns:
+    The prepared version folder.
+  """
+  if name not in _TFDS_NAMES:
+    raise ConfigError(f"prepare_tfds_from_raw supports {', '.join(_TFDS_NAMES)}, not {name!r}")
+  root = pathlib.Path(raw_dir).expanduser()
+  if not root.is_dir():
+    raise DataError(f"data directory {root} does not exist")
+  raw = _load_raw_files(name, root, cache=False, source_prefix="data_dir")
+  if raw is None:
+    raise DataError(f"{name}: no raw files in {root}; expected {_expected_files(name)}")
+  raw = raw[0]
+  _check_raw(raw, name, len(CLASS_NAMES[name]))
+  tfds = _import_tfds()
+  shape = _IMAGE_SHAPES[name]
+  names = list(CLASS_NAMES[name])
+  splits = {"train": (raw.x_train, raw.y_train), "test": (raw.x_test, raw.y_test)}
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=f"{name} prepared by dnc_jax from the raw files in {root}",
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding="bytes"),
+            "label": tfds.features.ClassLabel(names=names),
+            "index": tfds.features.Scalar(dtype=np.int64),
+        }),
+        supervised_keys=("image", "label"),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {s: self._generate_examples(s) for s in splits}
+
+  def _generate_examples(self, split):
+    x, y = splits[split]
+    for i in range(y.shape[0]):
+      yield i, {"image": x[i], "label": int(y[i]), "index": i}
+
+  import types
+
+  cls = types.new_class(
+      "".join(p.capitalize() for p in name.split("_")),
+      (tfds.core.GeneratorBasedBuilder,), {"skip_registration": True},
+      lambda ns: ns.update(
+          name=name, VERSION=tfds.core.Version("1.0.0"),
+          RELEASE_NOTES={"1.0.0": "Raw files converted by dnc_jax.data.prepare_tfds_from_raw."},
+          _info=_info, _split_generators=_split_generators,
+          _generate_examples=_generate_examples))
+  builder = cls(data_dir=os.fspath(pathlib.Path(data_dir).expanduser()),
+                file_format="array_record")
+  builder.download_and_prepare()
+  return pathlib.Path(os.fspath(builder.data_path))
 
 
 # ---------------------------------------------------------------------------
