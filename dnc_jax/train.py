@@ -1,0 +1,566 @@
+r"""Training the paper's networks with SGD and probing them every few epochs.
+
+Loss: mean squared error on ±1 targets, averaged over all ``N·K`` entries,
+
+.. math:: \mathcal{L} = \frac{1}{NK}\sum_{i,c}(f_c(x_i) - y_{ic})^2,
+
+optimised by optax SGD (learning rate, momentum, weight decay added to the
+gradient as in PyTorch) in mini-batches of 128. Epoch ``e`` visits the training
+points in the order ``permutation(fold_in(data_key, e), N)``, with
+``init_key, data_key = split(key(seed))``: the order depends only on the seed
+and the epoch, so a resumed run sees the same batches. Full batches run in one
+jitted ``lax.scan``; a final partial batch (``N mod B`` points) is one more call
+of the same step.
+
+Every ``measure_every`` epochs (and at epoch 0) the head is probed
+(:mod:`dnc_jax.probes`) on the training set and an orbax checkpoint is written.
+Each epoch appends one record to ``history.jsonl`` (rewritten atomically); the
+run directory also holds ``config.json``, ``metrics.json`` and ``metrics.csv``.
+A non-finite loss stops the run with :class:`DivergenceError`, naming the epoch;
+the last good state is kept as a checkpoint.
+
+References:
+  Beaglehole et al., NeurIPS 2024, Section 6 and Appendix D.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dnc_jax import metrics as metrics_lib
+from dnc_jax import nets
+from dnc_jax import probes as probes_lib
+from dnc_jax.errors import ConfigError, DncError
+
+CHECKPOINT_DIR = "checkpoints"
+# Options that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("epochs", "progress")
+
+
+class DivergenceError(DncError):
+  """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Options of a training run (defaults: the paper's MLP; see :func:`paper_defaults`).
+
+  Attributes:
+    model: ``"mlp"``, ``"vgg11"`` or ``"resnet18"``.
+    dataset: a :func:`dnc_jax.data.load_dataset` name.
+    data_dir: folder with raw data files (``None``: the loader's search path).
+    n: first ``n`` training points (``None``: all).
+    n_test: first ``n_test`` test points (``None``: all; 0: none).
+    epochs: number of epochs.
+    lr: SGD learning rate.
+    momentum: SGD momentum (0: none).
+    weight_decay: L2 coefficient added to the gradient.
+    init: gain of the head's Xavier-uniform hidden weights.
+    width: head width.
+    depth: number of hidden head layers.
+    batch_size: mini-batch size.
+    measure_every: probe (and checkpoint) every this many epochs; 0: only at the end.
+    seed: seed of the single ``jax.random.key``.
+    x64: float64 parameters and data (needs ``jax_enable_x64``).
+    probe_n: training points used by the probes (``None``: all; else a fixed
+      random subset drawn from the seed).
+    probe_batch_size: AGOP rows per block (``None``: from a 512 MiB budget).
+    global_mean: ``"sample"`` or ``"class_means"`` (collapse-metric convention).
+    progress: show a tqdm progress bar.
+  """
+  model: str = "mlp"
+  dataset: str = "fashion_mnist"
+  data_dir: str | None = None
+  n: int | None = None
+  n_test: int | None = None
+  epochs: int = 500
+  lr: float = 0.05
+  momentum: float = 0.0
+  weight_decay: float = 0.0
+  init: float = 0.3
+  width: int = 512
+  depth: int = 5
+  batch_size: int = 128
+  measure_every: int = 10
+  seed: int = 0
+  x64: bool = False
+  probe_n: int | None = None
+  probe_batch_size: int | None = None
+  global_mean: str = "sample"
+  progress: bool = True
+
+
+def paper_defaults(model: str, dataset: str = "fashion_mnist") -> dict:
+  """Appendix D's settings: ``{"lr", "momentum", "epochs", "init"}`` for ``model``.
+
+  MLP: lr 0.05, no momentum, 500 epochs, init 0.3 (0.2 on MNIST); ResNet-18:
+  lr 0.05, no momentum, 300 epochs, init 0.2; VGG-11: lr 0.01, momentum 0.9,
+  600 epochs, init 0.3 (0.2 on MNIST).
+  """
+  if model not in nets.MODELS:
+    raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(nets.MODELS)}")
+  mnist = dataset == "mnist"
+  return {
+      "mlp": {"lr": 0.05, "momentum": 0.0, "epochs": 500, "init": 0.2 if mnist else 0.3},
+      "resnet18": {"lr": 0.05, "momentum": 0.0, "epochs": 300, "init": 0.2},
+      "vgg11": {"lr": 0.01, "momentum": 0.9, "epochs": 600, "init": 0.2 if mnist else 0.3},
+  }[model]
+
+
+def check_config(cfg: TrainConfig) -> None:
+  """Raises :class:`ConfigError` for invalid options (before any work)."""
+  if cfg.model not in nets.MODELS:
+    raise ConfigError(f"unknown model {cfg.model!r}; choose one of {', '.join(nets.MODELS)}")
+  positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "width": cfg.width,
+              "depth": cfg.depth}
+  for name, v in positive.items():
+    if not isinstance(v, int) or v < 1:
+      raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+  if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+    raise ConfigError(f"lr must be a positive finite number, got {cfg.lr!r}")
+  if not 0 <= cfg.momentum < 1:
+    raise ConfigError(f"momentum must lie in [0, 1), got {cfg.momentum!r}")
+  if cfg.weight_decay < 0:
+    raise ConfigError(f"weight_decay must be ≥ 0, got {cfg.weight_decay!r}")
+  if not cfg.init > 0:
+    raise ConfigError(f"init gain must be > 0, got {cfg.init!r}")
+  if cfg.measure_every < 0:
+    raise ConfigError(f"measure_every must be ≥ 0 (0: only at the end), got {cfg.measure_every}")
+  if cfg.probe_n is not None and cfg.probe_n < 2:
+    raise ConfigError(f"probe_n must be ≥ 2 (or None for all points), got {cfg.probe_n}")
+  if cfg.global_mean not in metrics_lib.GLOBAL_MEANS:
+    raise ConfigError(f"unknown global mean {cfg.global_mean!r}; choose one of "
+                      f"{', '.join(metrics_lib.GLOBAL_MEANS)}")
+  if cfg.x64 and not jax.config.jax_enable_x64:
+    raise ConfigError("x64=True needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
+                      "before any JAX work (bin/train_nn --x64 does this)")
+
+
+class TrainState(NamedTuple):
+  """Everything that evolves during training (a pytree)."""
+  step: jax.Array          # [] int32, optimizer steps taken
+  epoch: jax.Array         # [] int32, epochs completed
+  params: Any
+  batch_stats: Any         # {} for models without BatchNorm
+  opt_state: optax.OptState
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+  """SGD with PyTorch-style weight decay (added to the gradient before momentum)."""
+  sgd = optax.sgd(cfg.lr, momentum=cfg.momentum if cfg.momentum > 0 else None)
+  if cfg.weight_decay > 0:
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), sgd)
+  return sgd
+
+
+def mse_loss(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean of ``(f - y)²`` over all ``N·K`` entries; ``[n, K], [n, K] → []``."""
+  return jnp.mean(jnp.square(outputs - targets))
+
+
+def _variables(state_params, batch_stats):
+  v = {"params": state_params}
+  if batch_stats:
+    v["batch_stats"] = batch_stats
+  return v
+
+
+def make_train_step(model: nets.Network, optimizer: optax.GradientTransformation) -> Callable:
+  """The pure SGD step ``(state, x [b, ...], y [b, K]) → (state, loss [])``; jit it."""
+
+  def step(state: TrainState, x: jax.Array, y: jax.Array):
+    def loss_fn(params):
+      if state.batch_stats:
+        out, upd = model.apply(_variables(params, state.batch_stats), x, train=True,
+                               mutable=["batch_stats"])
+        return mse_loss(out, y), upd["batch_stats"]
+      return mse_loss(model.apply({"params": params}, x, train=True), y), state.batch_stats
+
+    (loss, bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, state.epoch, params, bs, opt_state), loss
+
+  return step
+
+
+def make_epoch(step: Callable) -> Callable:
+  """``(state, x [N, ...], y [N, K], idx [nb, B]) → (state, losses [nb])``: a scan of ``step``."""
+
+  def epoch(state, x, y, idx):
+    def body(s, ib):
+      return step(s, x[ib], y[ib])
+    return jax.lax.scan(body, state, idx)
+
+  return epoch
+
+
+def init_state(model: nets.Network, optimizer, key: jax.Array, example: jax.Array,
+               dtype) -> TrainState:
+  """Initial :class:`TrainState` (parameters cast to ``dtype``)."""
+  variables = nets.init_variables(model, key, example)
+  variables = jax.tree.map(lambda a: a.astype(dtype), variables)
+  params = variables["params"]
+  bs = variables.get("batch_stats", {})
+  return TrainState(jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), params, bs,
+                    optimizer.init(params))
+
+
+def epoch_permutation(data_key: jax.Array, epoch: int, n: int) -> np.ndarray:
+  """Order of the training points in epoch ``epoch`` (1-based): ``[n]``."""
+  return np.asarray(jax.random.permutation(jax.random.fold_in(data_key, epoch), n))
+
+
+def batched_apply(fn: Callable, x: jax.Array, batch_size: int) -> jax.Array:
+  """``fn`` over rows of ``x`` in blocks of ``batch_size`` (last block padded): one shape."""
+  n = x.shape[0]
+  b = max(1, min(batch_size, n))
+  outs = []
+  for s in range(0, n, b):
+    xb = x[s:s + b]
+    m = xb.shape[0]
+    if m < b:
+      xb = jnp.concatenate([xb, jnp.repeat(xb[-1:], b - m, axis=0)])
+    outs.append(fn(xb)[:m])
+  return jnp.concatenate(outs)
+
+
+# ------------------------------------------------------------------ files
+
+
+def atomic_write_text(path, text: str) -> None:
+  """Writes ``text`` to ``path`` via a temporary file and ``os.replace``."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _jsonable(v):
+  if isinstance(v, float) and not math.isfinite(v):
+    return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+  if isinstance(v, dict):
+    return {k: _jsonable(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_jsonable(x) for x in v]
+  return v
+
+
+def write_history(path, history: list[dict]) -> None:
+  atomic_write_text(path, "".join(json.dumps(_jsonable(r)) + "\n" for r in history))
+
+
+def read_history(path) -> list[dict]:
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def config_record(cfg: TrainConfig, dataset_info: dict | None = None) -> dict:
+  """What ``config.json`` holds: the options, the data and the metric conventions."""
+  return {
+      "config": dataclasses.asdict(cfg),
+      "dataset": dataset_info or {},
+      "loss": "MSE on +-1 targets, mean over all N*K entries",
+      "conventions": {**probes_lib.CONVENTIONS, "global_mean": cfg.global_mean,
+                      "name": "paper (Beaglehole et al. 2024); nc1 = tr(Sigma_W)/tr(Sigma_B)"},
+      "epoch_order": "permutation(fold_in(split(key(seed))[1], epoch), N)",
+      "jax_version": jax.__version__,
+      "backend": jax.default_backend(),
+  }
+
+
+def check_resume(stored: dict, cfg: TrainConfig) -> None:
+  """Raises :class:`ConfigError` when ``cfg`` differs from a run's stored config."""
+  old = stored.get("config", {})
+  new = dataclasses.asdict(cfg)
+  diff = [(k, old.get(k), v) for k, v in new.items()
+          if k not in RESUMABLE_CHANGES and old.get(k) != v]
+  if diff:
+    desc = "; ".join(f"{k}: stored {a!r}, asked {b!r}" for k, a, b in diff)
+    raise ConfigError(f"cannot resume: the run was made with a different configuration ({desc}). "
+                      "Resume with the stored options (only --epochs may change) or start a new "
+                      "run in another --out directory")
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def _manager(out_dir):
+  import orbax.checkpoint as ocp
+  return ocp.CheckpointManager(
+      pathlib.Path(out_dir).absolute() / CHECKPOINT_DIR,
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
+                                           enable_async_checkpointing=False))
+
+
+def _leaves_dict(state: TrainState) -> dict:
+  return {f"leaf_{i:05d}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(state))}
+
+
+def save_checkpoint(manager, state: TrainState) -> None:
+  """Saves ``state`` under its epoch number (orbax writes to a temporary dir, then renames)."""
+  import orbax.checkpoint as ocp
+  manager.save(int(state.epoch), args=ocp.args.StandardSave(_leaves_dict(state)), force=True)
+  manager.wait_until_finished()
+
+
+def restore_checkpoint(manager, template: TrainState, epoch: int | None = None) -> TrainState:
+  """Restores the checkpoint of ``epoch`` (default: latest) into the structure of ``template``."""
+  import orbax.checkpoint as ocp
+  epoch = manager.latest_step() if epoch is None else epoch
+  if epoch is None:
+    raise ConfigError(f"no checkpoint found in {manager.directory}; start a new run instead "
+                      "of resuming")
+  target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), _leaves_dict(template))
+  leaves = manager.restore(epoch, args=ocp.args.StandardRestore(target))
+  treedef = jax.tree.structure(template)
+  return jax.tree.unflatten(treedef, [jnp.asarray(leaves[k]) for k in sorted(leaves)])
+
+
+# ------------------------------------------------------------------ the run
+
+
+class TrainResult(NamedTuple):
+  """What :func:`train` returns."""
+  state: TrainState
+  history: list          # one dict per epoch (as in history.jsonl)
+  model: nets.Network
+  out_dir: str | None
+
+
+def _load_data(cfg: TrainConfig):
+  from dnc_jax import data as data_lib
+  return data_lib.load_dataset(cfg.dataset, n=cfg.n, n_test=cfg.n_test, data_dir=cfg.data_dir,
+                               flatten=False, seed=cfg.seed)
+
+
+def _mean_nfa(layers):
+  vals = [r["nfa"]["sqrt_agop"] for r in layers]
+  return float(np.mean(vals)) if vals else float("nan")
+
+
+def summarise(history: list[dict]) -> dict:
+  """Final losses and the last probe of every layer, with its NC1 shares (``metrics.json``)."""
+  if not history:
+    return {}
+  last = history[-1]
+  probed = [r for r in history if "layers" in r]
+  summary = {k: last.get(k) for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")}
+  if probed:
+    layers = []
+    for rec in probed[-1]["layers"]:
+      layers.append({**rec, "nc1_shares": probes_lib.nc1_shares(rec)})
+    summary["probe_epoch"] = probed[-1]["epoch"]
+    summary["layers"] = layers
+    summary["nfa_sqrt_agop_mean"] = _mean_nfa(probed[-1]["layers"])
+  return summary
+
+
+def metrics_csv(history: list[dict]) -> str:
+  """One row per (measurement epoch, layer)."""
+  buf = io.StringIO()
+  cols = (["epoch", "layer", "train_loss", "test_loss", "train_acc", "test_acc"]
+          + [f"nfa_{k}" for k in probes_lib.NFA_KINDS]
+          + [f"nc1_{k}" for k in probes_lib.NC1_PARTS] + ["tr_w_over_t", "tr_b_over_t", "nc2"])
+  w = csv.writer(buf)
+  w.writerow(cols)
+  for rec in history:
+    for lay in rec.get("layers", []):
+      w.writerow([rec["epoch"], lay["layer"], rec.get("train_loss"), rec.get("test_loss"),
+                  rec.get("train_acc"), rec.get("test_acc")]
+                 + [lay["nfa"][k] for k in probes_lib.NFA_KINDS]
+                 + [lay["nc1"][k] for k in probes_lib.NC1_PARTS]
+                 + [lay["tr_w_over_t"], lay["tr_b_over_t"], lay["nc2"]])
+  return buf.getvalue()
+
+
+def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None) -> TrainResult:
+  """Trains ``cfg.model`` on ``cfg.dataset`` with probes every ``cfg.measure_every`` epochs.
+
+  Args:
+    cfg: the options.
+    out_dir: run directory (``config.json``, ``history.jsonl``, ``metrics.json``,
+      ``metrics.csv``, ``checkpoints/``); ``None`` writes nothing (no checkpoints).
+    resume: continue the run in ``out_dir`` from its latest checkpoint; the
+      stored configuration must equal ``cfg`` except for ``epochs``.
+    dataset: an already loaded :class:`dnc_jax.data.Dataset` (images
+      ``[n, H, W, C]``) instead of loading ``cfg.dataset``.
+
+  Returns:
+    :class:`TrainResult`.
+
+  Raises:
+    ConfigError: invalid options, unsuitable data shape, mismatched resume.
+    DivergenceError: the loss became non-finite (the last good state is saved).
+  """
+  check_config(cfg)
+  out = None if out_dir is None else pathlib.Path(out_dir)
+  if resume:
+    if out is None:
+      raise ConfigError("resume needs the run directory (out_dir / --resume DIR)")
+    if not (out / "config.json").exists():
+      raise ConfigError(f"cannot resume: {out} has no config.json (not a training run "
+                        "directory); pass the --out directory of an earlier run")
+    check_resume(json.loads((out / "config.json").read_text()), cfg)
+  elif out is not None and (out / "history.jsonl").exists():
+    raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it or "
+                      "choose another --out")
+
+  ds = _load_data(cfg) if dataset is None else dataset
+  nets.check_input_shape(cfg.model, ds.image_shape)
+  dtype = jnp.float64 if cfg.x64 else jnp.float32
+  k = int(ds.num_classes)
+  shape = tuple(int(s) for s in ds.image_shape)
+  x_train = jnp.asarray(np.asarray(ds.x_train).reshape((-1,) + shape), dtype)
+  y_lab = np.asarray(ds.y_train).astype(np.int32)
+  y_train = jnp.asarray(2.0 * np.eye(k)[y_lab] - 1.0, dtype)
+  x_test = jnp.asarray(np.asarray(ds.x_test).reshape((-1,) + shape), dtype)
+  yt_lab = np.asarray(ds.y_test).astype(np.int32)
+  y_test = jnp.asarray(2.0 * np.eye(k)[yt_lab] - 1.0, dtype)
+  n = x_train.shape[0]
+  if n < cfg.batch_size:
+    raise ConfigError(f"only {n} training points for batch size {cfg.batch_size}; "
+                      "lower --batch-size or raise --n")
+  metrics_lib.check_labels(np.zeros((n, 1)), y_lab, k)
+
+  model = nets.make_model(cfg.model, num_classes=k, depth=cfg.depth, width=cfg.width,
+                          init_gain=cfg.init)
+  optimizer = make_optimizer(cfg)
+  key = jax.random.key(cfg.seed)
+  init_key, data_key, probe_key = jax.random.split(key, 3)
+  state = init_state(model, optimizer, init_key, x_train[:2], dtype)
+  step_fn = make_train_step(model, optimizer)
+  step = jax.jit(step_fn)
+  run_epoch = jax.jit(make_epoch(step_fn))
+  fwd = jax.jit(lambda v, xb: model.apply(v, xb, train=False))
+  emb = jax.jit(lambda v, xb: nets.embed(model, v, xb))
+  eval_bs = 1024
+  if cfg.probe_n is not None and cfg.probe_n < n:
+    probe_idx = np.sort(np.asarray(jax.random.permutation(probe_key, n))[:cfg.probe_n])
+  else:
+    probe_idx = np.arange(n)
+  x_probe, y_probe = x_train[probe_idx], y_lab[probe_idx]
+
+  def evaluate(st):
+    v = _variables(st.params, st.batch_stats)
+    res = {}
+    for name, xs, ys, lab in (("train", x_train, y_train, y_lab), ("test", x_test, y_test, yt_lab)):
+      if xs.shape[0] == 0:
+        continue
+      o = batched_apply(lambda xb: fwd(v, xb), xs, eval_bs)
+      res[f"{name}_loss"] = float(mse_loss(o, ys))
+      res[f"{name}_acc"] = float(np.mean(np.argmax(np.asarray(o), axis=1) == lab))
+    return res
+
+  def measure(st):
+    v = _variables(st.params, st.batch_stats)
+    h1 = batched_apply(lambda xb: emb(v, xb), x_probe, eval_bs)
+    return probes_lib.probe_head(nets.head_params(v), h1, y_probe, num_classes=k,
+                                 batch_size=cfg.probe_batch_size, global_mean=cfg.global_mean)
+
+  def is_measure(e):
+    return e == 0 or e == cfg.epochs or (cfg.measure_every > 0 and e % cfg.measure_every == 0)
+
+  manager = None if out is None else _manager(out)
+  history: list[dict] = []
+  info = dict(getattr(ds, "info", {}) or {})
+  if resume:
+    state = restore_checkpoint(manager, state)
+    done = int(state.epoch)
+    history = [r for r in read_history(out / "history.jsonl") if r["epoch"] <= done]
+  else:
+    if out is not None:
+      out.mkdir(parents=True, exist_ok=True)
+      atomic_write_text(out / "config.json", json.dumps(_jsonable(config_record(cfg, info)),
+                                                        indent=2) + "\n")
+    rec = {"epoch": 0, "step": 0, **evaluate(state), "seconds": 0.0,
+           "layers": measure(state), "conventions": "paper; see config.json"}
+    history.append(rec)
+    if out is not None:
+      write_history(out / "history.jsonl", history)
+  if resume:
+    # The stored config records the latest epoch target.
+    rec = json.loads((out / "config.json").read_text())
+    rec["config"]["epochs"] = cfg.epochs
+    atomic_write_text(out / "config.json", json.dumps(rec, indent=2) + "\n")
+
+  start = int(state.epoch) + 1
+  nb, rem = divmod(n, cfg.batch_size)
+  last_saved = int(state.epoch) if resume else None
+  bar = None
+  if cfg.progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=cfg.epochs, initial=start - 1, desc=f"{cfg.model}/{cfg.dataset}",
+               unit="epoch", dynamic_ncols=True)
+  last_nfa = next((_mean_nfa(r["layers"]) for r in reversed(history) if "layers" in r),
+                  float("nan"))
+  try:
+    for e in range(start, cfg.epochs + 1):
+      t0 = time.perf_counter()
+      prev = state
+      perm = epoch_permutation(data_key, e, n)
+      state, losses = run_epoch(state, x_train, y_train,
+                                jnp.asarray(perm[:nb * cfg.batch_size].reshape(nb, cfg.batch_size)))
+      total = float(jnp.sum(losses)) * cfg.batch_size
+      if rem:
+        state, l_rem = step(state, x_train[perm[nb * cfg.batch_size:]],
+                            y_train[perm[nb * cfg.batch_size:]])
+        total += float(l_rem) * rem
+      state = state._replace(epoch=state.epoch + 1)
+      running = total / n
+      ev = evaluate(state)
+      if not (math.isfinite(running) and math.isfinite(ev["train_loss"])):
+        kept = ""
+        if manager is not None:
+          if last_saved != e - 1:
+            save_checkpoint(manager, prev)
+          kept = f"; the last good state (epoch {e - 1}) is kept in {out / CHECKPOINT_DIR}"
+        raise DivergenceError(
+            f"training loss became {running} at epoch {e} (lr={cfg.lr}){kept}. Use a smaller "
+            f"learning rate, e.g. --lr {cfg.lr / 2:g}, and start a new run")
+      rec = {"epoch": e, "step": int(state.step), "train_loss_running": running, **ev,
+             "seconds": time.perf_counter() - t0}
+      if is_measure(e):
+        t1 = time.perf_counter()
+        rec["layers"] = measure(state)
+        rec["probe_seconds"] = time.perf_counter() - t1
+        rec["conventions"] = "paper; see config.json"
+        last_nfa = _mean_nfa(rec["layers"])
+      history.append(rec)
+      if out is not None:
+        if is_measure(e):
+          save_checkpoint(manager, state)
+          last_saved = e
+        write_history(out / "history.jsonl", history)
+      if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{ev['train_loss']:.4g}", acc=f"{ev.get('test_acc', float('nan')):.3f}",
+                        nfa=f"{last_nfa:.3f}")
+  finally:
+    if bar is not None:
+      bar.close()
+    if manager is not None:
+      manager.close()
+  if out is not None:
+    summary = {"summary": summarise(history), "conventions": probes_lib.CONVENTIONS,
+               "global_mean": cfg.global_mean}
+    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(summary), indent=2) + "\n")
+    atomic_write_text(out / "metrics.csv", metrics_csv(history))
+  return TrainResult(state, history, model, None if out is None else str(out))

@@ -1,0 +1,131 @@
+r"""Figures of the network probes, like the paper's Figs. 2, 7–9 and 10–12.
+
+* :func:`plot_nc1_decomposition` — one panel per head layer: NC1
+  (:math:`\mathrm{tr}\Sigma_W/\mathrm{tr}\Sigma_B`) against epoch for the layer
+  input :math:`\phi(X)` (blue), :math:`\phi(X)VS^\top` (green), the full layer
+  :math:`\mathrm{ReLU}(\phi(X)W^\top)` (red) and the AGOP projection
+  :math:`\phi(X)V_aS_a` (orange, dashed).
+* :func:`plot_training` — :math:`\mathrm{tr}\Sigma_W/\mathrm{tr}\Sigma_T` and
+  :math:`\mathrm{tr}\Sigma_B/\mathrm{tr}\Sigma_T` per layer, the NFA correlation
+  per layer, and the training loss, against epoch.
+
+Several histories (seeds) give the mean with a ±1 sd band whose lower edge is
+truncated at 0.01 × the mean (as in the paper's Appendix D). matplotlib is
+imported inside the functions with the Agg backend; files are written
+atomically.
+
+References:
+  Beaglehole et al., NeurIPS 2024, Figs. 2, 7–12.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+NC1_STYLE = (("input", "φ(X)", "tab:blue", "-"),
+             ("right_singular", "φ(X) V Sᵀ", "tab:green", "-"),
+             ("full_layer", "ReLU(φ(X) Wᵀ)", "tab:red", "-"),
+             ("agop_projection", "φ(X) AGOP^½", "tab:orange", "--"))
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg", force=True)
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _save(fig, path) -> str:
+  path = pathlib.Path(path)
+  if path.suffix != ".png":
+    path = path.with_suffix(".png")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+  fig.savefig(tmp, dpi=120, bbox_inches="tight")
+  os.replace(tmp, path)
+  return str(path)
+
+
+def _series(histories, get):
+  """Epochs common to all histories and the values ``[seeds, epochs]`` of ``get(record)``."""
+  recs = [{r["epoch"]: r for r in h if "layers" in r} for h in histories]
+  epochs = sorted(set.intersection(*[set(r) for r in recs])) if recs else []
+  vals = np.array([[get(r[e]) for e in epochs] for r in recs], dtype=float)
+  return np.array(epochs), vals
+
+
+def _band(ax, x, vals, color, label, style="-", log=True):
+  mean = np.nanmean(vals, axis=0)
+  ax.plot(x, mean, style, color=color, label=label)
+  if vals.shape[0] > 1:
+    sd = np.nanstd(vals, axis=0)
+    lo = np.maximum(mean - sd, 0.01 * mean) if log else mean - sd
+    ax.fill_between(x, lo, mean + sd, color=color, alpha=0.2, linewidth=0)
+
+
+def plot_nc1_decomposition(histories: list, path, *, title: str = "") -> str:
+  """NC1 of the four decomposition stages per layer against epoch (Figs. 2, 7–9).
+
+  Args:
+    histories: one list of ``history.jsonl`` records per seed.
+    path: output file (``.png`` added).
+    title: figure title.
+
+  Returns:
+    the written path.
+  """
+  plt = _pyplot()
+  layers = [r["layer"] for r in next(r for r in histories[0] if "layers" in r)["layers"]]
+  fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.0), squeeze=False)
+  for ax, l in zip(axes[0], layers):
+    for key, label, color, style in NC1_STYLE:
+      x, v = _series(histories, lambda r: next(p for p in r["layers"] if p["layer"] == l)["nc1"][key])
+      _band(ax, x, v, color, label, style)
+    ax.set_yscale("log")
+    ax.set_title(f"layer {l}")
+    ax.set_xlabel("epoch")
+  axes[0][0].set_ylabel("NC1 = tr Σ_W / tr Σ_B")
+  axes[0][-1].legend(fontsize=7)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  out = _save(fig, path)
+  plt.close(fig)
+  return out
+
+
+def plot_training(histories: list, path, *, title: str = "") -> str:
+  """Variance ratios and NFA per layer, and the training loss, against epoch (Figs. 10–12)."""
+  plt = _pyplot()
+  layers = [r["layer"] for r in next(r for r in histories[0] if "layers" in r)["layers"]]
+  colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(layers)))
+  fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+  for l, c in zip(layers, colors):
+    lay = lambda r, l=l: next(p for p in r["layers"] if p["layer"] == l)
+    x, w = _series(histories, lambda r: lay(r)["tr_w_over_t"])
+    _, b = _series(histories, lambda r: lay(r)["tr_b_over_t"])
+    _band(axes[0], x, w, c, f"layer {l} tr Σ_W/tr Σ_T")
+    _band(axes[0], x, b, c, f"layer {l} tr Σ_B/tr Σ_T", style="--")
+    _, nfa = _series(histories, lambda r: lay(r)["nfa"]["sqrt_agop"])
+    _band(axes[1], x, nfa, c, f"layer {l}", log=False)
+  axes[0].set_yscale("log")
+  axes[0].set_title("tr Σ_W/tr Σ_T (solid), tr Σ_B/tr Σ_T (dashed)")
+  axes[1].set_title("NFA: corr(WᵀW, AGOP^½)")
+  axes[1].set_ylim(-0.05, 1.0)
+  axes[1].legend(fontsize=7)
+  ep = sorted(set.intersection(*[{r["epoch"] for r in h} for h in histories]))
+  loss = np.array([[{r["epoch"]: r for r in h}[e]["train_loss"] for e in ep] for h in histories],
+                  dtype=float)
+  _band(axes[2], np.array(ep), loss, "black", "train loss")
+  axes[2].set_yscale("log")
+  axes[2].set_title("train loss (MSE)")
+  for ax in axes:
+    ax.set_xlabel("epoch")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  out = _save(fig, path)
+  plt.close(fig)
+  return out
