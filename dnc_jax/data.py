@@ -52,6 +52,8 @@ __all__ = [
     "Dataset",
     "cache_dir",
     "load_dataset",
+    "RawData",
+    "load_raw",
     "one_hot_pm1",
     "prepare_tfds_from_raw",
     "read_svhn_mat",
@@ -192,8 +194,21 @@ def one_hot_pm1(labels, num_classes: int) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class _Raw:
-  """Decoded, unprocessed dataset: uint8 images ``[N, H, W, C]``, int64 labels."""
+class RawData:
+  """A decoded, unprocessed dataset, as read from its source.
+
+  Attributes:
+    x_train: ``[N, H, W, C]`` uint8 images in the source's order.
+    y_train: ``[N]`` int64 labels in ``0..9``.
+    x_test: ``[N_test, H, W, C]`` uint8.
+    y_test: ``[N_test]`` int64.
+    source: where the arrays came from (``data_dir:idx``, ``debian:idx``,
+      ``data_dir:cifar-python``, ``data_dir:cifar-binary``,
+      ``data_dir:svhn-mat``, ``tfds``, ``sklearn.datasets.load_digits``).
+    files: the files (or tfds folder) read.
+    max_value: the pixel value that maps to 1.0 (255; 16 for digits).
+    extra: source-specific provenance (JSON-serialisable).
+  """
 
   x_train: np.ndarray
   y_train: np.ndarray
@@ -205,7 +220,7 @@ class _Raw:
   extra: dict = dataclasses.field(default_factory=dict)
 
 
-def _check_raw(raw: _Raw, name: str, num_classes: int) -> None:
+def _check_raw(raw: RawData, name: str, num_classes: int) -> None:
   """Checks shapes and label ranges of freshly read raw arrays."""
   shape = _IMAGE_SHAPES[name]
   where = ", ".join(str(f) for f in raw.files) or raw.source
@@ -359,7 +374,7 @@ def _find_idx_files(root: pathlib.Path, name: str) -> dict | None:
   return found
 
 
-def _read_idx_dataset(name: str, files: dict, source: str) -> _Raw:
+def _read_idx_dataset(name: str, files: dict, source: str) -> RawData:
   xs, ys = {}, {}
   for split in ("train", "test"):
     images = read_idx(files[f"{split}_images"], expected_magic=2051)
@@ -372,7 +387,7 @@ def _read_idx_dataset(name: str, files: dict, source: str) -> _Raw:
           f"{files[f'{split}_labels']} holds {labels.shape[0]} labels")
     xs[split] = images[..., None]
     ys[split] = labels.astype(np.int64)
-  return _Raw(xs["train"], ys["train"], xs["test"], ys["test"], source=source,
+  return RawData(xs["train"], ys["train"], xs["test"], ys["test"], source=source,
               files=[str(files[k]) for k in _IDX_FILES])
 
 
@@ -518,7 +533,7 @@ def _find_cifar(root: pathlib.Path):
   return None
 
 
-def _read_cifar(kind: str, files: dict, source: str) -> _Raw:
+def _read_cifar(kind: str, files: dict, source: str) -> RawData:
   parse = _parse_cifar_python if kind == "python" else _parse_cifar_binary
   payloads = {}
   archives = {v[0] for v in files.values() if isinstance(v, tuple)}
@@ -550,7 +565,7 @@ def _read_cifar(kind: str, files: dict, source: str) -> _Raw:
   train = [parts[f] for f in names[:5]]
   test = parts[names[5]]
   file_list = sorted({str(v[0]) if isinstance(v, tuple) else str(v) for v in files.values()})
-  return _Raw(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]),
+  return RawData(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]),
               test[0], test[1], source=source, files=file_list)
 
 
@@ -596,7 +611,10 @@ def read_svhn_mat(path) -> tuple[np.ndarray, np.ndarray]:
                     f"{type(e).__name__}: {e}") from e
   missing = [k for k in ("X", "y") if k not in mat]
   if missing:
-    found = sorted(k for k in mat if not k.startswith("__"))
+    try:  # loadmat read only X and y; list what the file does hold
+      found = sorted(v[0] for v in scipy.io.whosmat(path))
+    except Exception:  # noqa: BLE001
+      found = []
     raise DataError(f"{path} has no variable {' or '.join(missing)}; an SVHN cropped-digits "
                     f"file holds X [32, 32, 3, N] and y [N, 1] (found: {found or 'none'})")
   x, y = mat["X"], np.asarray(mat["y"])
@@ -619,17 +637,17 @@ def read_svhn_mat(path) -> tuple[np.ndarray, np.ndarray]:
   return images, (y.astype(np.int64) % 10)
 
 
-def _read_svhn(files: dict, source: str) -> _Raw:
+def _read_svhn(files: dict, source: str) -> RawData:
   xtr, ytr = read_svhn_mat(files["train"])
   xte, yte = read_svhn_mat(files["test"])
-  return _Raw(xtr, ytr, xte, yte, source=source, files=[str(files["train"]),
+  return RawData(xtr, ytr, xte, yte, source=source, files=[str(files["train"]),
                                                          str(files["test"])])
 
 
 # -- scikit-learn digits ------------------------------------------------------
 
 
-def _read_digits() -> _Raw:
+def _read_digits() -> RawData:
   from sklearn.datasets import load_digits  # lazy: scikit-learn is slow to import
 
   d = load_digits()
@@ -637,7 +655,7 @@ def _read_digits() -> _Raw:
   images = d.images.astype(np.uint8)[..., None]
   labels = d.target.astype(np.int64)
   s = DIGITS_TRAIN_SIZE
-  return _Raw(images[:s], labels[:s], images[s:], labels[s:],
+  return RawData(images[:s], labels[:s], images[s:], labels[s:],
               source="sklearn.datasets.load_digits", files=[], max_value=16.0,
               extra={"split": f"rows 0..{s - 1} train, rows {s}..{len(labels) - 1} test"})
 
@@ -731,7 +749,7 @@ def _cache_paths(name: str, key: str) -> dict:
   return paths
 
 
-def _cache_load(name: str, key: str) -> _Raw | None:
+def _cache_load(name: str, key: str) -> RawData | None:
   paths = _cache_paths(name, key)
   if not paths["meta"].is_file():
     return None
@@ -745,12 +763,12 @@ def _cache_load(name: str, key: str) -> _Raw | None:
   except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
     warnings.warn(f"ignoring unreadable cache entry {paths['meta'].parent}: {e}")
     return None
-  return _Raw(arrays["train_images"], arrays["train_labels"], arrays["test_images"],
+  return RawData(arrays["train_images"], arrays["train_labels"], arrays["test_images"],
               arrays["test_labels"], source=meta["source"], files=meta["files"],
               max_value=meta["max_value"], extra=meta.get("extra", {}))
 
 
-def _cache_store(name: str, key: str, raw: _Raw) -> str | None:
+def _cache_store(name: str, key: str, raw: RawData) -> str | None:
   """Writes the cache entry; returns its folder, or None if it could not."""
   paths = _cache_paths(name, key)
   arrays = dict(zip(_CACHE_ARRAYS, (raw.x_train, raw.y_train, raw.x_test, raw.y_test)))
@@ -801,7 +819,7 @@ def _offline_alternatives(name: str) -> str:
   return "Offline alternatives: " + "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1)) + "."
 
 
-def _load_raw(name: str, data_dir, *, cache: bool) -> tuple[_Raw, str]:
+def _load_raw(name: str, data_dir, *, cache: bool) -> tuple[RawData, str]:
   """Reads the full raw dataset from the first source that has it."""
   if name == "digits":
     if data_dir is not None:
@@ -907,8 +925,9 @@ def _proxy_for(port: int):
   return None
 
 
-def _network_reachable(host: str, port: int, *, timeout: float = NETWORK_TIMEOUT_S) -> bool:
+def _network_reachable(host: str, port: int, *, timeout: float | None = None) -> bool:
   """Whether a TCP connection to host (or the proxy) opens within ``timeout`` s."""
+  timeout = NETWORK_TIMEOUT_S if timeout is None else timeout
   target = _proxy_for(port) or (host, port)
   try:
     with socket.create_connection(target, timeout=timeout):
@@ -946,10 +965,16 @@ def _version_key(v: str):
 
 def _find_tfds_prepared(tfds, name: str, data_dir) -> pathlib.Path | None:
   """The newest prepared version folder ``<root>/<name>/<version>`` or None."""
-  try:
-    roots = tfds.core.utils.file_utils.list_data_dirs(data_dir)
-  except Exception:  # noqa: BLE001 -- tfds internals move between versions
-    roots = [data_dir if data_dir is not None else tfds.core.constants.get_default_data_dir()]
+  if data_dir is not None:
+    roots = [data_dir]
+  else:
+    # $TFDS_DATA_DIR read now (tfds reads it once, at import), then the
+    # directories tfds knows about.
+    roots = [tfds.core.constants.get_default_data_dir()]
+    try:
+      roots += list(tfds.core.utils.file_utils.list_data_dirs(None))
+    except Exception:  # noqa: BLE001 -- tfds internals move between versions
+      pass
   found = []
   for root in roots:
     base = pathlib.Path(os.fspath(root)).expanduser() / name
@@ -978,15 +1003,13 @@ def _read_tfds_source(src, where: str) -> tuple[np.ndarray, np.ndarray, str]:
   """All examples of a data source → images, labels, order used."""
   count = len(src)
   images, labels, index = [], [], []
-  for start in range(0, count, 1024):
-    stop = min(count, start + 1024)
-    getitems = getattr(src, "__getitems__", None)
-    batch = getitems(list(range(start, stop))) if getitems else \
-        [src[i] for i in range(start, stop)]
-    for ex in batch:
-      images.append(np.asarray(ex["image"]))
-      labels.append(int(ex["label"]))
-      index.append(_example_index(ex))
+  # One example at a time: as fast as __getitems__ for ArrayRecord sources
+  # (decoding dominates), and every data source supports it.
+  for i in range(count):
+    ex = src[i]
+    images.append(np.asarray(ex["image"]))
+    labels.append(int(ex["label"]))
+    index.append(_example_index(ex))
   if not images:
     raise DataError(f"{where}: the split is empty")
   shapes = {im.shape for im in images}
@@ -1004,7 +1027,7 @@ def _read_tfds_source(src, where: str) -> tuple[np.ndarray, np.ndarray, str]:
   return x, y, "tensorflow-datasets storage order"
 
 
-def _read_tfds_builder(tfds, builder, name: str, where: str) -> _Raw:
+def _read_tfds_builder(tfds, builder, name: str, where: str) -> RawData:
   fmt = str(getattr(builder.info, "file_format", "") or "")
   if fmt and "array_record" not in fmt.lower() and "parquet" not in fmt.lower():
     if not _tensorflow_installed():
@@ -1030,10 +1053,10 @@ def _read_tfds_builder(tfds, builder, name: str, where: str) -> _Raw:
   return _finish_tfds(arrays, where)
 
 
-def _finish_tfds(arrays: dict, where: str) -> _Raw:
+def _finish_tfds(arrays: dict, where: str) -> RawData:
   xtr, ytr, order = arrays["train"]
   xte, yte, order_test = arrays["test"]
-  return _Raw(xtr, ytr, xte, yte, source="tfds", files=[where],
+  return RawData(xtr, ytr, xte, yte, source="tfds", files=[where],
               extra={"tfds_order": {"train": order, "test": order_test}})
 
 
@@ -1358,6 +1381,28 @@ def _process(name: str, x_train, y_train, x_test, y_test, *, k_all: int, n, n_te
       "constant_features": n_constant,
   }
   return (xtr, y_train.astype(np.int32), xte, y_test.astype(np.int32)), info
+
+
+def load_raw(name: str, *, data_dir=None, cache: bool = True) -> RawData:
+  """Reads a whole dataset, unprocessed (uint8 images in the source's order).
+
+  Same sources, search order, checks and cache as :func:`load_dataset`.
+
+  Args:
+    name: one of :data:`DATASETS` except ``synthetic``.
+    data_dir: folder with raw files or a tensorflow-datasets copy.
+    cache: read/write the decoded arrays under :func:`cache_dir`.
+
+  Returns:
+    The :class:`RawData`; ``extra["cache"]`` says whether the cache was used.
+  """
+  if name == "synthetic":
+    raise ConfigError("the synthetic dataset has no raw form; use load_dataset('synthetic')")
+  if not isinstance(name, str) or name not in DATASETS:
+    raise ConfigError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+  raw, status = _load_raw(name, data_dir, cache=cache)
+  _check_raw(raw, name, len(CLASS_NAMES[name]))
+  return dataclasses.replace(raw, extra={**raw.extra, "cache": status})
 
 
 def load_dataset(name: str, *, n: int | None = None, n_test: int | None = None,
