@@ -118,22 +118,35 @@ def agop(fn: Callable[[jax.Array], jax.Array], x: jax.Array, *,
 
 
 def kernel_predictor(x_train: jax.Array, alpha: jax.Array, *, kernel: str, bandwidth,
-                     M: jax.Array | None = None, exclude_self: bool = True):
+                     M: jax.Array | None = None, exclude_self: bool = True,
+                     frame: kernels_lib.CentredFrame | None = None):
   """The per-example predictor ``f(x, i) = Σ_j α_j k(x_j, x)`` with masked self term.
 
   When ``exclude_self``, the term ``j == i`` keeps its value but carries no
   gradient (``i`` is the row's index in ``x_train``; pass ``-1`` or any index
   ``≥ n`` for a point that is not a training point).
+
+  With a :class:`~dnc_jax.kernels.CentredFrame` of ``x_train`` (and ``M=None``),
+  distances are computed relative to class means, which keeps float32 accurate
+  when classes have collapsed; row ``i``'s centre is its class mean, other
+  queries use the nearest class mean.
   """
   kfn = kernels_lib.kernel_from_sq(kernel)
   zm = x_train if M is None else jnp.matmul(x_train, M, precision=HIGHEST)
   zz = jnp.sum(zm * x_train, axis=-1)
   n = x_train.shape[0]
+  if frame is not None and M is not None:
+    raise ConfigError("a centred frame works with the Euclidean kernel only (M=None)")
 
   def f(x, i):
-    xm = x if M is None else jnp.matmul(x, M, precision=HIGHEST)
-    sq = jnp.sum(xm * x) + zz - 2.0 * jnp.matmul(zm, x, precision=HIGHEST)
-    sq = jnp.maximum(sq, 0.0)
+    if frame is not None:
+      centre = jnp.where(i < n, frame.labels[jnp.minimum(i, n - 1)],
+                         kernels_lib.nearest_centre(frame, x[None])[0])
+      sq = kernels_lib.frame_sq_distances(frame, x[None], centre[None])[0]
+    else:
+      xm = x if M is None else jnp.matmul(x, M, precision=HIGHEST)
+      sq = jnp.sum(xm * x) + zz - 2.0 * jnp.matmul(zm, x, precision=HIGHEST)
+      sq = jnp.maximum(sq, 0.0)
     if exclude_self:
       self_term = jnp.arange(n) == i
       sq = jnp.where(self_term, jax.lax.stop_gradient(sq), sq)

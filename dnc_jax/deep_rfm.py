@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax import agop as agop_lib
 from dnc_jax import features as features_lib
+from dnc_jax.agop import agop_sum, default_batch_size, kernel_predictor
 from dnc_jax import kernels as kernels_lib
 from dnc_jax import krr as krr_lib
 from dnc_jax import metrics as metrics_lib
@@ -142,12 +142,17 @@ def normalise_rows(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(norm, jnp.finfo(x.dtype).tiny)
 
 
-def _fit_predict(x, y, xt, bandwidth, ridge, kernel):
+def _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel):
+  """One kernel matrix and one factorisation; distances in the centred frame."""
   kfn = kernels_lib.kernel_from_sq(kernel)
-  kmat = kfn(krr_lib.train_sq_distances(x), bandwidth)
+  sq = kernels_lib.frame_sq_distances(frame, x, frame.labels)
+  sq = 0.5 * (sq + sq.T)
+  sq = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, sq)
+  kmat = kfn(sq, bandwidth)
   alpha, ok = krr_lib.cholesky_solve(kmat, y, ridge)
   train_pred = jnp.matmul(kmat, alpha, precision=HIGHEST)
-  test_pred = jnp.matmul(kfn(kernels_lib.sq_distances(xt, x), bandwidth), alpha, precision=HIGHEST)
+  sq_t = kernels_lib.frame_sq_distances(frame, xt, kernels_lib.nearest_centre(frame, xt))
+  test_pred = jnp.matmul(kfn(sq_t, bandwidth), alpha, precision=HIGHEST)
   return alpha, ok, train_pred, test_pred
 
 
@@ -174,9 +179,11 @@ def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, 
   """
   x = normalise_rows(x)
   xt = normalise_rows(x_test)
-  alpha, ok, train_pred, test_pred = _fit_predict(x, y, xt, bandwidth, ridge, kernel)
-  f = agop_lib.kernel_predictor(x, alpha, kernel=kernel, bandwidth=bandwidth, exclude_self=True)
-  m = agop_lib.agop_sum(f, x, batch_size=batch_size) / x.shape[0]
+  frame = kernels_lib.centred_frame(x, labels, num_classes)
+  alpha, ok, train_pred, test_pred = _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel)
+  f = kernel_predictor(x, alpha, kernel=kernel, bandwidth=bandwidth, exclude_self=True,
+                       frame=frame)
+  m = agop_sum(f, x, batch_size=batch_size) / x.shape[0]
   m = m / jnp.max(m)
   root = metrics_lib.psd_sqrt(m)
   xa = jnp.matmul(x, root, precision=HIGHEST)
@@ -194,12 +201,13 @@ def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, 
   return xn, xtn, LayerOutput(m, mets, train_pred, test_pred, ok)
 
 
-@functools.partial(jax.jit, static_argnames=("kernel",))
-def final_krr(x, x_test, y, bandwidth, ridge, *, kernel: str):
+@functools.partial(jax.jit, static_argnames=("kernel", "num_classes"))
+def final_krr(x, x_test, y, labels, bandwidth, ridge, *, kernel: str, num_classes: int):
   """The final normalise + KRR on ``X_{L+1}``: ``(train_pred, test_pred, ok)``."""
   x = normalise_rows(x)
   xt = normalise_rows(x_test)
-  _, ok, train_pred, test_pred = _fit_predict(x, y, xt, bandwidth, ridge, kernel)
+  frame = kernels_lib.centred_frame(x, labels, num_classes)
+  _, ok, train_pred, test_pred = _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel)
   return train_pred, test_pred, ok
 
 
@@ -284,7 +292,7 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
     t0 = time.perf_counter()
     d_in = x.shape[1]
     width = config.width or d_in
-    bs = config.agop_batch_size or agop_lib.default_batch_size(n, n * (num_classes + 2))
+    bs = config.agop_batch_size or default_batch_size(n, n * (num_classes + 2))
     x_next, xt_next, out = rfm_layer(
         x, x_test, y, lab, jax.random.fold_in(key, layer), config.bandwidth, config.ridge,
         config.sigma, kernel=config.kernel, features=config.features, width=width,
@@ -317,8 +325,8 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
     x, x_test = x_next, xt_next
 
   t0 = time.perf_counter()
-  train_pred, test_pred, ok = final_krr(x, x_test, y, config.bandwidth, config.ridge,
-                                        kernel=config.kernel)
+  train_pred, test_pred, ok = final_krr(x, x_test, y, lab, config.bandwidth, config.ridge,
+                                        kernel=config.kernel, num_classes=num_classes)
   if not bool(ok):
     raise krr_lib.solve_error(config.ridge, n).__class__(
         "final KRR: " + str(krr_lib.solve_error(config.ridge, n)))

@@ -16,7 +16,7 @@ References:
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -135,3 +135,81 @@ def _checked(fn):
 
 laplace_kernel = _checked(laplace_kernel)
 gaussian_kernel = _checked(gaussian_kernel)
+
+
+class CentredFrame(NamedTuple):
+  r"""Training rows stored relative to their class means, for accurate distances.
+
+  The expanded form :math:`\|x\|^2 + \|z\|^2 - 2x\cdot z` cancels catastrophically
+  in float32 when ``x`` and ``z`` are close (collapsed classes): its error is
+  about ``eps · ‖x‖²`` while ``‖x - z‖²`` may be ``1e-8``. Distances are exact
+  under translation, so for a query ``x`` with centre :math:`\mu_c` (its class
+  mean, or the nearest class mean) and a training row
+  :math:`x_j = \mu_{c_j} + r_j`:
+
+  .. math::
+     \|x - x_j\|^2 = \|r\|^2 + \|r_j\|^2 + \|\mu_{c_j} - \mu_c\|^2
+       + 2 r_j\cdot(\mu_{c_j} - \mu_c) - 2 r\cdot r_j - 2 r\cdot(\mu_{c_j} - \mu_c),
+
+  with :math:`r = x - \mu_c`. Within a class every term is a product of small
+  residuals, so float32 keeps its relative accuracy; across classes the
+  distances are large and the expanded form is accurate anyway. The cost is
+  the same single ``[m, d] × [d, N]`` matmul as the plain form.
+
+  Attributes:
+    labels: ``[N]`` class of each training row.
+    means: ``[K, d]`` class means.
+    resid: ``[N, d]`` residuals ``r_j = x_j - μ_{c_j}`` (exact differences).
+    resid_sq: ``[N]`` ``‖r_j‖²``.
+    resid_means: ``[N, K]`` ``r_j · μ_a``.
+    own_const: ``[N]`` ``‖r_j‖² + 2 r_j · μ_{c_j}``.
+    row_mean_sq_dist: ``[N, K]`` ``‖μ_{c_j} - μ_a‖²`` (exact differences).
+    onehot: ``[N, K]`` one-hot labels (a matmul, not a gather, in the hot loop).
+  """
+  labels: jax.Array
+  means: jax.Array
+  resid: jax.Array
+  resid_means: jax.Array
+  own_const: jax.Array
+  row_mean_sq_dist: jax.Array
+  onehot: jax.Array
+
+
+def centred_frame(x: jax.Array, labels: jax.Array, num_classes: int) -> CentredFrame:
+  """Builds the :class:`CentredFrame` of training rows ``x`` ``[N, d]``."""
+  counts = jax.ops.segment_sum(jnp.ones((x.shape[0],), x.dtype), labels, num_segments=num_classes)
+  means = jax.ops.segment_sum(x, labels, num_segments=num_classes) / jnp.maximum(counts, 1.0)[:, None]
+  resid = x - means[labels]
+  diff = means[:, None, :] - means[None, :, :]
+  resid_means = jnp.matmul(resid, means.T, precision=HIGHEST)
+  own = jnp.take_along_axis(resid_means, labels[:, None], axis=1)[:, 0]
+  own_const = jnp.sum(resid * resid, axis=1) + 2.0 * own
+  msd = jnp.sum(diff * diff, axis=-1)
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)
+  return CentredFrame(labels, means, resid, resid_means, own_const, msd[labels], onehot)
+
+
+def nearest_centre(frame: CentredFrame, q: jax.Array) -> jax.Array:
+  """Index ``[m]`` of the class mean nearest to each query row ``q`` ``[m, d]``."""
+  return jnp.argmin(sq_distances(q, frame.means), axis=1)
+
+
+def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array) -> jax.Array:
+  """Squared distances ``[m, N]`` from queries ``q`` ``[m, d]`` to the frame's rows.
+
+  ``centre`` ``[m]`` gives each query's centre class; any choice is exact in
+  exact arithmetic, the nearest class mean is the accurate one. Differentiable
+  in ``q`` with gradient ``2 (q_i - x_j)``.
+  """
+  mu = frame.means[centre]                                   # [m, d]
+  r = q - jax.lax.stop_gradient(mu)
+  r_sq = jnp.sum(r * r, axis=1)                              # [m]
+  rmu = jnp.matmul(r, frame.means.T, precision=HIGHEST)      # [m, K]  r · μ_a
+  own = jnp.take_along_axis(rmu, centre[:, None], axis=1)    # [m, 1]  r · μ_c
+  # r · (r_j + μ_{c_j}) with the small residual product kept separate.
+  cross = (jnp.matmul(r, frame.resid.T, precision=HIGHEST)
+           + jnp.matmul(rmu, frame.onehot.T, precision=HIGHEST))   # [m, N]
+  const = (frame.own_const[None, :] - 2.0 * frame.resid_means[:, centre].T
+           + frame.row_mean_sq_dist[:, centre].T)          # [m, N]
+  sq = r_sq[:, None] + const - 2.0 * (cross - own)
+  return jnp.maximum(sq, 0.0)

@@ -1,0 +1,226 @@
+"""``bin/deep_rfm``: run Deep RFM on a dataset and write a run directory.
+
+parse → :class:`RunConfig` → :func:`run` → files in ``--out``:
+``config.json``, ``metrics.json``, ``metrics.csv``, ``nc1.png``, ``nc2.png``,
+``gram.png`` (and ``grams.npz``, ``ms.npz`` with ``--keep-m``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import platform
+import sys
+import time
+
+from dnc_jax.errors import DncError
+
+DEFAULT_N = {"digits": None}          # None: the whole training split
+DEFAULT_N_TEST = {"digits": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything a Deep RFM run needs besides the Deep RFM options."""
+  dataset: str = "digits"
+  data_dir: str | None = None
+  n: int | None = None
+  n_test: int | None = None
+  classes: str | None = None
+  balanced: bool = False
+  cache: bool = True
+  seed: int = 0
+  x64: bool = False
+  out: str = "runs/deep_rfm"
+  overwrite: bool = False
+  progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+  from dnc_jax import data as data_lib
+  p = argparse.ArgumentParser(
+      prog="deep_rfm",
+      description="Deep Recursive Feature Machines (Algorithm 1 of 'Average gradient outer "
+                  "product as a mechanism for deep neural collapse'). Trains L layers of "
+                  "kernel ridge regression + AGOP projection + random features and records "
+                  "NC1/NC2 of each layer's input X_l, its AGOP projection X_l M_l^1/2 and the "
+                  "random features Phi_l(X_l M_l^1/2). Metrics use the paper's conventions "
+                  "(NC1 = tr Sigma_W / tr Sigma_B; NC2 = Frobenius distance to the simplex ETF).",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  g = p.add_argument_group("data")
+  g.add_argument("--dataset", default="digits", choices=data_lib.DATASETS,
+                 help="dataset name; 'digits' is bundled with scikit-learn and needs no download")
+  g.add_argument("--data-dir", default=None,
+                 help="folder with raw files (MNIST-format IDX, CIFAR-10 batches, SVHN .mat) or a "
+                      "tensorflow-datasets data_dir; Fashion-MNIST defaults to the Debian "
+                      "package's /usr/share/datasets/fashion-mnist when present")
+  g.add_argument("--n", type=int, default=None,
+                 help="first n training points (default: all 1500 for digits, 2000 otherwise)")
+  g.add_argument("--n-test", type=int, default=None,
+                 help="first n test points (default: all 297 for digits, 1000 otherwise)")
+  g.add_argument("--classes", default=None,
+                 help="comma-separated subset of classes, relabelled 0..k-1 (e.g. 0,1,7)")
+  g.add_argument("--balanced", action="store_true",
+                 help="take the first n/K points of each class instead of the first n")
+  g.add_argument("--no-cache", action="store_true", help="do not read or write the dataset cache")
+  r = p.add_argument_group("Deep RFM (flags left unset take the preset's value)")
+  r.add_argument("--preset", default="reference", choices=("reference", "paper"),
+                 help="'reference': the authors' code (ridge 1e-3, uniform ReLU weights U(+-1/sqrt d), "
+                      "width 1024; cos width = input dim); 'paper': ridgeless, N(0, 2/D) weights, "
+                      "width 1024 (ReLU) / 4096 (cos)")
+  r.add_argument("--depth", type=int, default=19, help="number of layers L")
+  r.add_argument("--kernel", default=None, choices=("laplace", "gaussian"),
+                 help="KRR kernel: Laplace exp(-||x-z||/L) or Gaussian exp(-||x-z||^2/(2L^2)) "
+                      "[preset: laplace]")
+  r.add_argument("--bandwidth", type=float, default=None, help="kernel bandwidth L > 0 [preset: 2.0]")
+  r.add_argument("--ridge", type=float, default=None,
+                 help="KRR ridge mu >= 0; 0 = ridgeless [reference: 1e-3, paper: 0]")
+  r.add_argument("--features", default="relu", choices=("relu", "cos"),
+                 help="random feature map: ReLU(z W^T) or random Fourier features of the "
+                      "l1-Laplace kernel sqrt(2/D) cos(z W^T + b)")
+  r.add_argument("--width", type=int, default=None, help="feature width D [preset]")
+  r.add_argument("--weight-init", default=None, choices=("normal", "uniform"),
+                 help="ReLU weights: N(0, 2/D) or U(+-1/sqrt d) [reference: uniform, paper: normal]")
+  r.add_argument("--sigma", type=float, default=None,
+                 help="Cauchy scale of the cos features' frequencies [0.05]")
+  r.add_argument("--global-mean", default=None, choices=("sample", "class_means"),
+                 help="global mean in the metrics: sample mean, or mean of class means (the "
+                      "authors' code); identical for balanced classes [sample]")
+  r.add_argument("--agop-batch-size", type=int, default=None,
+                 help="rows per AGOP block (default: from a 512 MiB budget)")
+  r.add_argument("--keep-m", action="store_true", help="also save every layer's M to ms.npz")
+  o = p.add_argument_group("run")
+  o.add_argument("--seed", type=int, default=0, help="PRNG seed of the random feature maps")
+  o.add_argument("--x64", action="store_true", help="compute in float64")
+  o.add_argument("--out", default="runs/deep_rfm", help="run directory to write")
+  o.add_argument("--overwrite", action="store_true",
+                 help="replace a run already in --out (otherwise refused)")
+  o.add_argument("--no-progress", action="store_true", help="no progress bar")
+  return p
+
+
+def parse(argv=None):
+  """Parses ``argv`` into ``(RunConfig, DeepRFMConfig)``; raises DncError on bad options."""
+  import importlib
+  drfm = importlib.import_module("dnc_jax.deep_rfm")  # the module, not dj.deep_rfm the function
+  args = build_parser().parse_args(argv)
+  run_cfg = RunConfig(
+      dataset=args.dataset, data_dir=args.data_dir, n=args.n, n_test=args.n_test,
+      classes=args.classes, balanced=args.balanced, cache=not args.no_cache, seed=args.seed,
+      x64=args.x64, out=args.out, overwrite=args.overwrite, progress=not args.no_progress)
+  rfm_cfg = drfm.preset_config(
+      args.preset, depth=args.depth, kernel=args.kernel, bandwidth=args.bandwidth,
+      ridge=args.ridge, features=args.features, width=args.width,
+      weight_init=args.weight_init, sigma=args.sigma, global_mean=args.global_mean,
+      agop_batch_size=args.agop_batch_size, keep_m=args.keep_m or None)
+  return run_cfg, rfm_cfg
+
+
+def run(run_cfg: RunConfig, rfm_cfg) -> dict:
+  """Loads the data, runs Deep RFM, writes the run directory; returns metrics.json's content."""
+  import jax
+  if run_cfg.x64:
+    jax.config.update("jax_enable_x64", True)
+  import numpy as np
+
+  import importlib
+
+  from dnc_jax import data as data_lib
+  from dnc_jax import metrics as metrics_lib
+  from dnc_jax import plots, runs
+  drfm = importlib.import_module("dnc_jax.deep_rfm")
+
+  out = runs.prepare_run_dir(run_cfg.out, overwrite=run_cfg.overwrite)
+  n = run_cfg.n if run_cfg.n is not None else DEFAULT_N.get(run_cfg.dataset, 2000)
+  n_test = run_cfg.n_test if run_cfg.n_test is not None else DEFAULT_N_TEST.get(run_cfg.dataset, 1000)
+  ds = data_lib.load_dataset(run_cfg.dataset, n=n, n_test=n_test, data_dir=run_cfg.data_dir,
+                             classes=run_cfg.classes, balanced=run_cfg.balanced,
+                             cache=run_cfg.cache, seed=run_cfg.seed)
+  dtype = np.float64 if run_cfg.x64 else np.float32
+  x, xt = ds.x_train.astype(dtype), ds.x_test.astype(dtype)
+  k = ds.num_classes
+  metrics_lib.check_labels(x, ds.y_train, k)
+
+  runs.clear_run_files(out, ("config.json", "metrics.json", "metrics.csv", "nc1.png", "nc2.png",
+                             "gram.png", "grams.npz", "ms.npz"))
+  config = {
+      "run": dataclasses.asdict(run_cfg), "deep_rfm": dataclasses.asdict(rfm_cfg),
+      "dataset": ds.info, "num_classes": k, "n": int(x.shape[0]), "n_test": int(xt.shape[0]),
+      "dim": int(x.shape[1]), "dtype": str(np.dtype(dtype)),
+      "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
+                      "devices": [str(d) for d in jax.devices()], "python": platform.python_version()},
+  }
+  runs.write_json(out / "config.json", config)
+
+  bar = None
+  if run_cfg.progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=rfm_cfg.depth, desc="Deep RFM", unit="layer", file=sys.stderr)
+
+  def callback(rec):
+    if bar is not None:
+      bar.update(1)
+      bar.set_postfix(nc1_agop=f"{rec['nc1']['agop']:.3g}", test_acc=rec["test_acc"])
+
+  t0 = time.perf_counter()
+  try:
+    result = drfm.deep_rfm(x, ds.y_train, rfm_cfg, key=jax.random.key(run_cfg.seed), x_test=xt,
+                           labels_test=ds.y_test, num_classes=k, callback=callback)
+  finally:
+    if bar is not None:
+      bar.close()
+  total = time.perf_counter() - t0
+
+  metrics = {
+      "config": config,
+      "conventions": {
+          **metrics_lib.CONVENTIONS,
+          "global_mean": rfm_cfg.global_mean,
+          "input": "X_l, the layer's input with rows normalised to unit norm",
+          "agop": "X_l M_l^{1/2}, M_l the layer's AGOP divided by its largest entry",
+          "features": "Phi_l(X_l M_l^{1/2}), the random feature map's output (= X_{l+1})",
+          "train_acc/test_acc": "accuracy of the layer's kernel predictor f_l",
+      },
+      "layers": result.layers,
+      "final": result.final,
+      "seconds_total": total,
+  }
+  runs.write_json(out / "metrics.json", metrics)
+  rows = []
+  for rec in result.layers:
+    row = {"layer": rec["layer"]}
+    for rep in drfm.REPRESENTATIONS:
+      for name, value in rec["metrics"][rep].items():
+        row[f"{name}_{rep}"] = value
+    row.update(train_acc=rec["train_acc"], test_acc=rec["test_acc"], seconds=rec["seconds"])
+    rows.append(row)
+  runs.write_csv(out / "metrics.csv", rows)
+  runs.write_npz(out / "grams.npz", **{f"layer_{l}": g for l, (g, _) in result.grams.items()},
+                 **{f"labels_{l}": lab for l, (_, lab) in result.grams.items()})
+  if result.ms is not None:
+    runs.write_npz(out / "ms.npz", **{f"layer_{i + 1}": m for i, m in enumerate(result.ms)})
+  name = f"{run_cfg.dataset}, n = {x.shape[0]}, {rfm_cfg.features} features, {rfm_cfg.preset} preset"
+  plots.plot_collapse([result.layers], "nc1", out / "nc1")
+  plots.plot_collapse([result.layers], "nc2", out / "nc2")
+  plots.plot_grams(result.grams, out / "gram", num_classes=k,
+                   title=f"Gram matrices of X_l ({name}; layer {rfm_cfg.depth + 1} = final)")
+  return metrics
+
+
+def main(argv=None) -> int:
+  try:
+    run_cfg, rfm_cfg = parse(argv)
+    metrics = run(run_cfg, rfm_cfg)
+  except DncError as e:
+    print(f"deep_rfm: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("deep_rfm: interrupted", file=sys.stderr)
+    return 130
+  last = metrics["layers"][-1]
+  print(f"wrote {run_cfg.out}: {len(metrics['layers'])} layers in {metrics['seconds_total']:.1f} s; "
+        f"layer {last['layer']} NC1 (paper convention, tr Sigma_W/tr Sigma_B): "
+        f"input {last['nc1']['input']:.3g}, agop {last['nc1']['agop']:.3g}, "
+        f"features {last['nc1']['features']:.3g}; final test accuracy "
+        f"{metrics['final']['test_acc']}")
+  return 0

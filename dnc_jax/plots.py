@@ -1,0 +1,111 @@
+"""Figures of Deep RFM runs in the paper's style (matplotlib imported lazily).
+
+* :func:`plot_collapse` — NC1 or NC2 against layer on a log scale, three curves
+  (``input`` :math:`X_l`, ``agop`` :math:`X_l M_l^{1/2}`, ``features``
+  :math:`\\Phi_l(X_l M_l^{1/2})`), as the paper's Figs. 3–4; optional ±1 sd bands
+  over seeds.
+* :func:`plot_grams` — Gram pictures at several layers, as Fig. 1.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+from dnc_jax.runs import atomic_write_bytes
+
+COLOURS = {"input": "#1f77b4", "agop": "#d62728", "features": "#2ca02c"}
+LABELS = {
+    "input": r"$X_l$ (input, row-normalised)",
+    "agop": r"$X_l M_l^{1/2}$ (AGOP projection)",
+    "features": r"$\Phi_l(X_l M_l^{1/2})$ (random features)",
+}
+TITLES = {
+    "nc1": r"NC1 = tr$\Sigma_W$ / tr$\Sigma_B$ (paper convention)",
+    "nc2": r"NC2 = $\|\bar M\bar M^\top - \Sigma_{ETF}\|_F$ (paper convention)",
+}
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 8,
+                       "figure.dpi": 150, "savefig.bbox": "tight"})
+  return plt
+
+
+def save_figure(fig, path, formats: Sequence[str] = ("png",)) -> list[str]:
+  """Saves ``fig`` atomically under ``path`` with each suffix in ``formats``."""
+  import io
+  written = []
+  for fmt in formats:
+    p = pathlib.Path(path).with_suffix("." + fmt)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)
+    atomic_write_bytes(p, buf.getvalue())
+    written.append(str(p))
+  return written
+
+
+def plot_collapse(runs: Sequence[list], metric: str, path, *, title: str | None = None,
+                  band_floor: float = 0.1, formats: Sequence[str] = ("png",)) -> list[str]:
+  """NC1/NC2 against layer, one curve per representation, mean ± 1 sd over runs.
+
+  Args:
+    runs: one list of layer records (``metrics.json["layers"]``) per seed.
+    metric: ``"nc1"`` or ``"nc2"``.
+    path: output path without suffix.
+    title: figure title (default: the metric's convention).
+    band_floor: the lower band edge is at least ``band_floor × mean`` (log axes).
+    formats: file formats.
+  """
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(4.8, 3.4))
+  for rep in ("input", "agop", "features"):
+    vals = np.array([[rec[metric][rep] for rec in layers] for layers in runs], dtype=float)
+    layer_ids = [rec["layer"] for rec in runs[0]]
+    mean = vals.mean(0)
+    ax.plot(layer_ids, mean, "-o", ms=3, color=COLOURS[rep], label=LABELS[rep])
+    if len(runs) > 1:
+      sd = vals.std(0, ddof=1)
+      ax.fill_between(layer_ids, np.maximum(mean - sd, band_floor * mean), mean + sd,
+                      color=COLOURS[rep], alpha=0.2, lw=0)
+  ax.set_yscale("log")
+  ax.set_xlabel("layer $l$")
+  ax.set_ylabel(metric.upper())
+  note = f" — mean ± 1 sd over {len(runs)} seeds" if len(runs) > 1 else ""
+  ax.set_title((title or TITLES[metric]) + note)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend()
+  out = save_figure(fig, path, formats)
+  plt.close(fig)
+  return out
+
+
+def plot_grams(grams: dict, path, *, num_classes: int, title: str = "",
+               formats: Sequence[str] = ("png",)) -> list[str]:
+  """Gram pictures (rows centred, unit-normalised, ordered by class) per layer.
+
+  Args:
+    grams: ``{layer: (gram [m, m], labels [m])}``.
+    path: output path without suffix.
+    num_classes: ``K`` (named in the title: collapsed classes give -1/(K-1) across).
+  """
+  plt = _plt()
+  layers = sorted(grams)
+  fig, axes = plt.subplots(1, len(layers), figsize=(2.3 * len(layers), 2.6), squeeze=False)
+  im = None
+  for ax, layer in zip(axes[0], layers):
+    g, _ = grams[layer]
+    im = ax.imshow(np.asarray(g), cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+    ax.set_title(f"layer {layer}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.colorbar(im, ax=list(axes[0]), fraction=0.02, pad=0.02)
+  fig.suptitle(title or "Gram matrix of centred, normalised data (ordered by class); "
+               f"collapse: +1 within, {-1 / (num_classes - 1):.2f} across", fontsize=9)
+  out = save_figure(fig, path, formats)
+  plt.close(fig)
+  return out
