@@ -191,7 +191,7 @@ def centred_frame(x: jax.Array, labels: jax.Array, num_classes: int) -> CentredF
 
 def nearest_centre(frame: CentredFrame, q: jax.Array) -> jax.Array:
   """Index ``[m]`` of the class mean nearest to each query row ``q`` ``[m, d]``."""
-  return jnp.argmin(sq_distances(q, frame.means), axis=1)
+  return jnp.argmin(sq_distances(q, frame.means), axis=1).astype(frame.labels.dtype)
 
 
 def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array) -> jax.Array:

@@ -150,8 +150,6 @@ def run(run_cfg: RunConfig, rfm_cfg) -> dict:
       "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
                       "devices": [str(d) for d in jax.devices()], "python": platform.python_version()},
   }
-  runs.write_json(out / "config.json", config)
-
   bar = None
   if run_cfg.progress:
     from tqdm.auto import tqdm
@@ -185,6 +183,8 @@ def run(run_cfg: RunConfig, rfm_cfg) -> dict:
       "final": result.final,
       "seconds_total": total,
   }
+  # Written only once the run has succeeded: a failed run leaves nothing behind.
+  runs.write_json(out / "config.json", config)
   runs.write_json(out / "metrics.json", metrics)
   rows = []
   for rec in result.layers:
