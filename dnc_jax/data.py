@@ -676,7 +676,7 @@ def _class_counts(n: int, k: int, imbalance: float) -> np.ndarray:
 
 def _synthetic(*, seed: int, num_classes: int, dim: int, n: int, n_test: int,
                imbalance: float, noise: float, separation: float):
-  """Gaussian mixture: means ``separation * N(0, I_d/d)``-scaled, noise ``noise*N(0, I)``.
+  """Gaussian mixture: means ``separation * N(0, I_d)``, points ``mean + noise * N(0, I_d)``.
 
   Returns float64 ``x_train [n, d]``, ``y_train [n]``, ``x_test``, ``y_test``.
   """
@@ -897,12 +897,13 @@ _TFDS_DOWNLOAD_HOSTS = {
 NETWORK_TIMEOUT_S = 3.0
 
 
-def _import_tfds():
+def _import_tfds(name: str):
   try:
     import tensorflow_datasets as tfds  # lazy: slow to import, optional at run time
   except ImportError as e:
-    raise DataError(f"tensorflow-datasets cannot be imported ({e}); pip install "
-                    "tensorflow-datasets, or use a local source. ") from e
+    raise DataError(f"{name}: no raw files were found and tensorflow-datasets cannot be "
+                    f"imported ({e}); pip install tensorflow-datasets. "
+                    + _offline_alternatives(name)) from e
   return tfds
 
 
@@ -1062,7 +1063,7 @@ def _finish_tfds(arrays: dict, where: str) -> RawData:
 
 def _load_tfds(name: str, data_dir, *, cache: bool):
   """Reads ``name`` through tensorflow-datasets (prepared copy, else download)."""
-  tfds = _import_tfds()
+  tfds = _import_tfds(name)
   prepared = _find_tfds_prepared(tfds, name, data_dir)
   if prepared is not None:
     info_file = prepared / "dataset_info.json"
@@ -1129,7 +1130,7 @@ def prepare_tfds_from_raw(name: str, *, raw_dir, data_dir) -> pathlib.Path:
     raise DataError(f"{name}: no raw files in {root}; expected {_expected_files(name)}")
   raw = raw[0]
   _check_raw(raw, name, len(CLASS_NAMES[name]))
-  tfds = _import_tfds()
+  tfds = _import_tfds(name)
   shape = _IMAGE_SHAPES[name]
   names = list(CLASS_NAMES[name])
   splits = {"train": (raw.x_train, raw.y_train), "test": (raw.x_test, raw.y_test)}
@@ -1271,8 +1272,6 @@ def _feature_stats(x: np.ndarray):
   n, d = x.shape
   if n == 0:
     return np.zeros(d), np.zeros(d), np.ones(d, bool)
-  # Constant features are found from the data, not from a tolerance on std.
-  constant = np.max(x, axis=0) == np.min(x, axis=0)
   if np.issubdtype(x.dtype, np.integer) and x.dtype.itemsize == 1:
     s1 = np.add.reduce(x, axis=0, dtype=np.int64)
     s2 = np.zeros(d, np.int64)
@@ -1281,9 +1280,12 @@ def _feature_stats(x: np.ndarray):
     for i in range(0, n, 256):
       c = x[i:i + 256].astype(np.float32)
       s2 += np.einsum("ij,ij->j", c, c).astype(np.int64)
-    # n*s2 - s1**2 = n**2 * var, exact in int64 for any realistic n.
+    # n*s2 - s1**2 = n**2 * var, exact in int64 for any realistic n, so it is
+    # exactly 0 for a constant feature and only then.
     var_n2 = n * s2 - s1 * s1
-    return s1 / n, np.sqrt(var_n2.astype(np.float64)) / n, constant
+    return s1 / n, np.sqrt(var_n2.astype(np.float64)) / n, var_n2 == 0
+  # Constant features are found from the data, not from a tolerance on std.
+  constant = np.max(x, axis=0) == np.min(x, axis=0)
   x64 = x.astype(np.float64, copy=False)
   mean = x64.mean(axis=0)
   std = np.sqrt(((x64 - mean) ** 2).mean(axis=0))
@@ -1461,9 +1463,10 @@ def load_dataset(name: str, *, n: int | None = None, n_test: int | None = None,
   _check_raw(raw, name, k_all)
   seconds_read = time.perf_counter() - t0
   image_shape = _IMAGE_SHAPES[name]
-  arrays, counts = _process(name, raw.x_train, raw.y_train, raw.x_test, raw.y_test, k_all=k_all, n=n,
-                            n_test=n_test, balanced=balanced, classes=class_list,
-                            max_value=raw.max_value, image_shape=image_shape, flatten=flatten)
+  arrays, counts = _process(name, raw.x_train, raw.y_train, raw.x_test, raw.y_test,
+                            k_all=k_all, n=n, n_test=n_test, balanced=balanced,
+                            classes=class_list, max_value=raw.max_value,
+                            image_shape=image_shape, flatten=flatten)
   names = CLASS_NAMES[name]
   info = {
       "name": name,
@@ -1500,9 +1503,9 @@ def _load_synthetic(*, n, n_test, classes, balanced, flatten, seed, options, **k
     p["n_test"] = n_test
   for key in ("num_classes", "dim"):
     v = p[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if key == "num_classes" else 1):
-      raise ConfigError(f"synthetic {key} must be an integer >= "
-                        f"{2 if key == 'num_classes' else 1}, got {v!r}")
+    low = 2 if key == "num_classes" else 1
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+      raise ConfigError(f"synthetic {key} must be an integer >= {low}, got {v!r}")
   for key in ("imbalance", "noise", "separation"):
     try:
       p[key] = float(p[key])
