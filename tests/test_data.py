@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dnc_jax import data as D
 from dnc_jax.errors import ConfigError, DataError
@@ -51,10 +53,14 @@ def _reference(x_raw, x_test_raw, scale=255.0):
   return np.where(const, 0.0, (x - mean) / std), np.where(const, 0.0, (xt - mean) / std)
 
 
-def test_import_does_not_import_tfds():
-  code = "import sys, dnc_jax.data; print('tensorflow_datasets' in sys.modules)"
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-  assert out.stdout.strip() == "False"
+def test_import_and_raw_loading_do_not_import_tfds(tmp_path):
+  code = ("import sys, dnc_jax.data as d; print('tensorflow_datasets' in sys.modules); "
+          f"d.load_dataset('fashion_mnist', n=100, data_dir={str(FIXTURE)!r}); "
+          "print('tensorflow_datasets' in sys.modules)")
+  env = dict(os.environ, DNC_JAX_CACHE=str(tmp_path / "c"), JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env=env)
+  assert out.stdout.split() == ["False", "False"]
 
 
 def test_fixture_files_and_licence(fixture_arrays):
@@ -362,3 +368,39 @@ def test_file_permissions_follow_umask(tmp_path):
   old = os.umask(0o022)
   os.umask(old)
   assert (tmp_path / "a.gz").stat().st_mode & 0o777 == 0o666 & ~old
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 500), k=st.integers(2, 12), imbalance=st.floats(1.0, 50.0))
+def test_class_counts_sum_and_order(n, k, imbalance):
+  counts = D._class_counts(n, k, imbalance)
+  assert counts.sum() == n and (counts >= 0).all()
+  assert (np.diff(counts) <= 1).all()  # non-increasing up to rounding
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.lists(st.integers(0, 5), min_size=1, max_size=4),
+       dtype=st.sampled_from(["u1", "i1", "i2", "i4", "f4", "f8"]), gz=st.booleans())
+def test_idx_round_trip_property(tmp_path_factory, shape, dtype, gz):
+  rng = np.random.default_rng(0)
+  arr = (rng.standard_normal(shape) * 100).astype(dtype)
+  path = tmp_path_factory.mktemp("idx") / ("a.gz" if gz else "a")
+  D.write_idx(path, arr)
+  back = D.read_idx(path)
+  assert back.shape == arr.shape and back.dtype == arr.dtype
+  np.testing.assert_array_equal(back, arr)
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_standardise_matches_float64_reference(data):
+  n = data.draw(st.integers(2, 30))
+  d = data.draw(st.integers(1, 8))
+  seed = data.draw(st.integers(0, 2**31 - 1))
+  x = np.random.default_rng(seed).integers(0, 256, size=(n + 3, d)).astype(np.uint8)
+  x[:, 0] = 7  # a constant feature
+  a, b, n_const = D._standardise(x[:n], x[n:])
+  ea, eb = _reference(x[:n], x[n:])
+  assert n_const == int((np.ptp(x[:n], axis=0) == 0).sum())
+  np.testing.assert_allclose(a, ea, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(b, eb, rtol=1e-5, atol=1e-4)
