@@ -46,6 +46,7 @@ import numpy as np
 from dnc_jax.errors import ConfigError, DataError
 
 __all__ = [
+    "CLASS_NAMES",
     "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
     "DIGITS_TRAIN_SIZE",
