@@ -52,8 +52,8 @@ def sq_distances(x: jax.Array, z: jax.Array, M: jax.Array | None = None) -> jax.
 def _safe_sqrt(sq: jax.Array) -> jax.Array:
   # sqrt'(0) is infinite; the Laplace kernel's gradient at coincident points is
   # defined as 0 (SPEC §3), which the tiny floor gives after the chain rule.
-  tiny = jnp.finfo(sq.dtype).tiny
-  return jnp.sqrt(jnp.maximum(sq, tiny))
+  pos = sq > 0
+  return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
 def laplace_from_sq(sq: jax.Array, bandwidth) -> jax.Array:

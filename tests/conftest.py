@@ -1,7 +1,11 @@
 """Shared test configuration: strict dtype promotion, PRNG key and x64 fixtures."""
 import os
 
+import tempfile
+
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Keep the dataset cache of test runs out of the user's home.
+os.environ.setdefault("DNC_JAX_CACHE", tempfile.mkdtemp(prefix="dnc_jax_test_cache_"))
 
 import jax
 import pytest

@@ -85,14 +85,14 @@ def test_layer_traces_once_per_width(monkeypatch):
 
 
 def test_jit_and_no_jit_agree(x64):
-  ds = data.load_dataset("synthetic", n=80, n_test=20, seed=2, cache=False)
+  ds = data.load_dataset("synthetic", n=40, n_test=10, seed=2, dim=12, cache=False)
   x = jnp.asarray(ds.x_train, jnp.float64)
   xt = jnp.asarray(ds.x_test, jnp.float64)
   y = jnp.asarray(data.one_hot_pm1(ds.y_train, ds.num_classes), jnp.float64)
   lab = jnp.asarray(ds.y_train)
   args = (x, xt, y, lab, jax.random.key(3), 2.0, 1e-3, 0.05)
-  kw = dict(kernel="laplace", features="relu", width=32, weight_init="normal",
-            num_classes=ds.num_classes, global_mean="sample", batch_size=16)
+  kw = dict(kernel="laplace", features="relu", width=16, weight_init="normal",
+            num_classes=ds.num_classes, global_mean="sample", batch_size=40)
   jitted = drfm.rfm_layer(*args, **kw)
   with jax.disable_jit():
     eager = drfm.rfm_layer.__wrapped__(*args, **kw)

@@ -1,0 +1,103 @@
+"""bin/deep_rfm: files written, metrics.json shape, and bad input (nothing half-written)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dnc_jax.cli import deep_rfm as cli
+
+from conftest import FASHION_FIXTURE, REPO
+
+
+def _run(argv, capsys):
+  code = cli.main(argv)
+  captured = capsys.readouterr()
+  return code, captured.out, captured.err
+
+
+def test_run_writes_directory(tmp_path, capsys):
+  out = tmp_path / "run"
+  code, stdout, _ = _run(["--n", "300", "--n-test", "60", "--depth", "3", "--width", "64",
+                          "--out", str(out), "--no-progress"], capsys)
+  assert code == 0, stdout
+  for name in ("config.json", "metrics.json", "metrics.csv", "nc1.png", "nc2.png", "gram.png"):
+    assert (out / name).stat().st_size > 0, name
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert set(metrics) >= {"config", "conventions", "layers", "final"}
+  assert [l["layer"] for l in metrics["layers"]] == [1, 2, 3]
+  for rec in metrics["layers"]:
+    assert set(rec["nc1"]) == set(rec["nc2"]) == {"input", "agop", "features"}
+    assert 0.0 <= rec["train_acc"] <= 1.0 and 0.0 <= rec["test_acc"] <= 1.0
+    assert rec["seconds"] > 0
+  assert "tr(Sigma_W)/tr(Sigma_B)" in metrics["conventions"]["nc1"]
+  assert metrics["config"]["deep_rfm"]["preset"] == "reference"
+  assert metrics["config"]["dataset"]["counts_train"]
+  lines = (out / "metrics.csv").read_text().splitlines()
+  assert len(lines) == 4 and lines[0].startswith("layer,")
+  assert "NC1 (paper convention" in stdout
+  # A second run into the same directory is refused ...
+  code, _, err = _run(["--depth", "1", "--out", str(out), "--no-progress"], capsys)
+  assert code == 2 and "already holds a run" in err and "--overwrite" in err
+  # ... unless asked.
+  code, _, _ = _run(["--n", "200", "--n-test", "40", "--depth", "1", "--width", "32",
+                     "--out", str(out), "--overwrite", "--no-progress"], capsys)
+  assert code == 0
+  assert len(json.loads((out / "metrics.json").read_text())["layers"]) == 1
+
+
+def test_fashion_fixture_reference_preset(tmp_path, capsys):
+  out = tmp_path / "fm"
+  code, _, err = _run(["--dataset", "fashion_mnist", "--data-dir", FASHION_FIXTURE, "--n", "300",
+                       "--n-test", "50", "--depth", "2", "--width", "64", "--features", "cos",
+                       "--preset", "paper", "--out", str(out), "--no-progress"], capsys)
+  assert code == 0, err
+  cfg = json.loads((out / "config.json").read_text())
+  assert cfg["deep_rfm"]["ridge"] == 0.0 and cfg["deep_rfm"]["features"] == "cos"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--data-dir", "/nonexistent/dir", "--dataset", "fashion_mnist"], "/nonexistent/dir"),
+    (["--n", "100000"], "1500"),
+    (["--bandwidth", "0"], "bandwidth must be a positive"),
+    (["--bandwidth", "-1"], "bandwidth must be a positive"),
+    (["--depth", "0"], "depth must be an integer ≥ 1"),
+    (["--ridge", "-1"], "ridge must be"),
+])
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, argv, match):
+  out = tmp_path / "bad"
+  code, _, err = _run(argv + ["--out", str(out), "--no-progress"], capsys)
+  assert code == 2
+  assert "deep_rfm: error:" in err and match in err
+  assert not out.exists() or not any(out.iterdir())
+
+
+def test_singular_ridgeless_solve_writes_nothing(tmp_path, capsys):
+  # With an enormous bandwidth every kernel entry is 1: a singular ridgeless system.
+  code, _, err = _run(["--dataset", "synthetic", "--n", "60", "--n-test", "10", "--depth", "1",
+                       "--preset", "paper", "--bandwidth", "1e30", "--out", str(tmp_path / "s2"),
+                       "--no-progress"], capsys)
+  assert code == 2 and "singular" in err and "--ridge" in err
+  assert not (tmp_path / "s2" / "metrics.json").exists()
+  assert not (tmp_path / "s2" / "config.json").exists()
+
+
+def test_unknown_dataset_and_help():
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", "deep_rfm"), "--dataset",
+                         "imagenet"], capture_output=True, text=True)
+  assert proc.returncode == 2 and "invalid choice: 'imagenet'" in proc.stderr
+  assert "digits" in proc.stderr
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", "deep_rfm"), "--help"],
+                        capture_output=True, text=True)
+  assert proc.returncode == 0
+  for flag in ("--dataset", "--data-dir", "--n", "--n-test", "--depth", "--kernel", "--bandwidth",
+               "--ridge", "--features", "--width", "--sigma", "--preset", "--seed", "--x64", "--out"):
+    assert flag in proc.stdout
+
+
+def test_import_is_light():
+  code = ("import sys, dnc_jax; bad = [m for m in sys.modules if m.split('.')[0] in "
+          "('tensorflow_datasets', 'matplotlib', 'tensorflow')]; print(bad); sys.exit(bool(bad))")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
