@@ -22,8 +22,10 @@ enable ``jax_enable_x64`` themselves; call the lower-level functions inside
 **Theorem 5.3 (linearised Deep RFM).** With the predictor kernel
 :math:`\hat k(X) = XX^\top + \hat\lambda I`, ridgeless regression
 :math:`\alpha = (G + \hat\lambda I)^{-1} Y` on the Gram matrix ``G`` of layer
-``l`` and the AGOP :math:`M = \sum_i \nabla f(x_i)\nabla f(x_i)^\top =
-X^\top\alpha\alpha^\top X` of the linear predictor, one layer maps
+``l`` and the AGOP of the linear predictor :math:`f(x) = \alpha^\top X x`, whose
+gradient is the same at every sample, :math:`M = \frac1N\sum_i \nabla f(x_i)\nabla
+f(x_i)^\top = X^\top\alpha\alpha^\top X` (the paper's proof writes the sum but
+drops its factor ``N``; we follow the proof), one layer maps
 
 .. math::
    \tilde G_{l+1} = \kappa^{-1} X M X^\top = \kappa^{-1} G\alpha\alpha^\top G,
@@ -174,12 +176,14 @@ def _positive(name: str, value, why: str) -> float:
   return value
 
 
+@functools.partial(jax.jit, static_argnames=("num_classes", "dtype"))
 def one_hot01(labels: jax.Array, *, num_classes: int, dtype=None) -> jax.Array:
   """0/1 one-hot targets ``[N, K]`` (the theory's labels, not the ±1 of Deep RFM)."""
   dtype = dtype or jnp.result_type(float)
   return jax.nn.one_hot(labels, num_classes, dtype=dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("num_classes", "dtype"))
 def collapse_target(labels: jax.Array, *, num_classes: int, dtype=None) -> jax.Array:
   r"""The collapsed Gram matrix :math:`YY^\top` ``[N, N]`` (paper: :math:`Y^\top Y`).
 
@@ -189,6 +193,7 @@ def collapse_target(labels: jax.Array, *, num_classes: int, dtype=None) -> jax.A
   return jnp.matmul(y, y.T, precision=HIGHEST)
 
 
+@functools.partial(jax.jit, static_argnames=("num_classes",))
 def gram_nc1(gram: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.Array:
   r"""NC1 :math:`\mathrm{tr}\,\Sigma_W/\mathrm{tr}\,\Sigma_B` from a Gram matrix.
 
@@ -294,12 +299,19 @@ def make_full_rank_data(key: jax.Array, *, class_sizes: Sequence[int], dim: int,
         f"violated and the Gram matrix cannot be full rank; use dim >= {n}.")
   _positive("noise", noise, "the within-class noise (it makes the Gram matrix full rank)")
   dtype = dtype or jnp.result_type(float)
-  k_means, k_noise = jax.random.split(key)
-  means = separation * jax.random.normal(k_means, (len(sizes), dim), dtype) / math.sqrt(dim)
   labels = jnp.asarray(np.repeat(np.arange(len(sizes)), sizes), dtype=jnp.int32)
-  x = means[labels] + noise * jax.random.normal(k_noise, (n, dim), dtype) / math.sqrt(dim)
-  x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
+  x = _mixture(key, labels, float(noise), float(separation), num_classes=len(sizes),
+               dim=int(dim), dtype=dtype)
   return x, labels
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "dim", "dtype"))
+def _mixture(key, labels, noise, separation, *, num_classes, dim, dtype):
+  k_means, k_noise = jax.random.split(key)
+  means = separation * jax.random.normal(k_means, (num_classes, dim), dtype) / math.sqrt(dim)
+  x = means[labels] + noise * jax.random.normal(k_noise, (labels.shape[0], dim), dtype) \
+      / math.sqrt(dim)
+  return x / jnp.linalg.norm(x, axis=1, keepdims=True)
 
 
 # ---------------------------------------------------------------------------
@@ -383,7 +395,7 @@ def linearised_deep_rfm(gram: jax.Array, labels: jax.Array, *, num_classes: int,
      \tilde G_{l+1} = \kappa^{-1} G_l\alpha\alpha^\top G_l,\quad
      G_{l+1} = \tilde G_{l+1} + \lambda_{map} I.
 
-  :math:`G\alpha\alpha^\top G = X M X^\top` with ``M`` the AGOP (sum over samples)
+  :math:`G\alpha\alpha^\top G = X M X^\top` with ``M`` the AGOP (mean over samples)
   of the ridgeless predictor of the kernel :math:`XX^\top + \hat\lambda I`. Every
   step is symmetrised (round-off otherwise feeds an unstable antisymmetric mode).
 
@@ -509,15 +521,15 @@ def check_theorem_5_3(x: jax.Array, labels: jax.Array, *, num_classes: int, lamb
         f"data); give at least {n_total} features or fewer samples.")
   rule = kappa if isinstance(kappa, str) else "value"
   kap = kappa_value(lambda_hat, lambda_map, rule=kappa, class_size=n_total / num_classes)
+  xx = np.asarray(x, dtype=np.float64)
+  gram = xx @ xx.T
+  min_eig = float(np.linalg.eigvalsh(gram)[0])
+  if not min_eig > 1e-10 * float(np.trace(gram)) / n_total:
+    raise ConfigError(
+        f"the data Gram matrix has smallest eigenvalue {min_eig:.3g}: Assumption 5.2 (full-rank "
+        "data) is violated; add noise or remove duplicate samples.")
   with jax.enable_x64(True):
-    xx = jnp.asarray(np.asarray(x, dtype=np.float64))
-    gram = jnp.matmul(xx, xx.T, precision=HIGHEST)
-    min_eig = float(jnp.linalg.eigvalsh(gram)[0])
-    if not min_eig > 1e-10 * float(jnp.trace(gram)) / n_total:
-      raise ConfigError(
-          f"the data Gram matrix has smallest eigenvalue {min_eig:.3g}: Assumption 5.2 (full-rank "
-          "data) is violated; add noise or remove duplicate samples.")
-    it = linearised_deep_rfm(gram, jnp.asarray(labels), num_classes=num_classes,
+    it = linearised_deep_rfm(jnp.asarray(gram), jnp.asarray(labels), num_classes=num_classes,
                              lambda_hat=lambda_hat, lambda_map=lambda_map, kappa=kap,
                              num_layers=num_layers)
     err = np.asarray(it.gram_error)
@@ -688,7 +700,8 @@ def _nonlinear_layer(x, labels, key, ridge, *, width, bandwidth, num_classes, ki
   a0, a1, a2 = kernel_linearisation("relu")
   lin_f = a0 + a1 * _cosine_gram(g_tilde) + a2 * eye
   res_feat = jnp.linalg.norm(g_next - lin_f) / jnp.linalg.norm(g_next)
-  return _psd_factor(g_next), g_tilde, res_pred, res_feat
+  nc1 = gram_nc1(g_tilde, labels, num_classes=num_classes)
+  return _psd_factor(g_next), g_tilde, res_pred, res_feat, nc1
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_layers"))
@@ -748,8 +761,9 @@ def compare_with_nonlinear_kernels(x: jax.Array, labels: jax.Array, *, num_class
      :math:`\hat\lambda = c_2/c_1`, :math:`\lambda_{map} = a_2/a_1` and
      ``kappa="fixed_point"``.
 
-  Later layers work on an ``[N, N]`` factor of the feature Gram matrix; all
-  kernels involved are rotation invariant, so this changes nothing.
+  Every layer works on an ``[N, N]`` factor of the Gram matrix (of the data, then
+  of the features); all kernels involved are rotation invariant, so this changes
+  nothing but the cost.
 
   Args:
     x: ``[N, d]`` data.
@@ -777,20 +791,25 @@ def compare_with_nonlinear_kernels(x: jax.Array, labels: jax.Array, *, num_class
   feat = kernel_linearisation("relu")
   lh, lm = pred[2] / pred[1], feat[2] / feat[1]
   n_total = int(sizes.sum())
+  xn = np.asarray(x, dtype=np.float64)
+  xn = xn / np.linalg.norm(xn, axis=1, keepdims=True)
+  gram = xn @ xn.T
+  w, v = np.linalg.eigh(gram)
+  # an [N, N] factor of the Gram matrix: the same distances, so the same Deep RFM
+  rows0 = v * np.sqrt(np.clip(w, 0.0, None))[None, :]
   with jax.enable_x64(True):
-    xr = jnp.asarray(np.asarray(x, dtype=np.float64))
     lab = jnp.asarray(labels)
     nc1_nl, res_p, res_f = [], [], []
-    rows = xr
-    for k in jax.random.split(key, num_layers):
-      rows, g_tilde, rp, rf = _nonlinear_layer(rows, lab, k, float(ridge), width=int(width),
-                                               bandwidth=float(bandwidth),
-                                               num_classes=num_classes, kind=kernel)
-      nc1_nl.append(float(gram_nc1(g_tilde, lab, num_classes=num_classes)))
+    rows = jnp.asarray(rows0)
+    for layer in range(num_layers):
+      k = jax.random.fold_in(key, layer)
+      rows, _, rp, rf, nc1 = _nonlinear_layer(rows, lab, k, float(ridge), width=int(width),
+                                              bandwidth=float(bandwidth),
+                                              num_classes=num_classes, kind=kernel)
+      nc1_nl.append(float(nc1))
       res_p.append(float(rp))
       res_f.append(float(rf))
-    xn = xr / jnp.linalg.norm(xr, axis=1, keepdims=True)
-    gram = jnp.matmul(xn, xn.T, precision=HIGHEST)
+    gram = jnp.asarray(gram)
     nc1_lin = np.asarray(_linearised_kernel_scan(
         gram, lab, jnp.asarray(pred), jnp.asarray(feat), num_classes=num_classes,
         num_layers=num_layers))
@@ -834,11 +853,16 @@ def lemma_c2_inverse(labels: jax.Array, *, num_classes: int, lambda_map: float,
   """
   _check_classes(labels, num_classes)
   lm = _positive("lambda_map", lambda_map, "λ_map")
-  y = one_hot01(jnp.asarray(labels), num_classes=num_classes, dtype=dtype)
+  return _lemma_c2_inverse(jnp.asarray(labels), lm, num_classes=num_classes, dtype=dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "dtype"))
+def _lemma_c2_inverse(labels, lambda_map, *, num_classes, dtype):
+  y = one_hot01(labels, num_classes=num_classes, dtype=dtype)
   counts = jnp.sum(y, axis=0)
-  weights = 1.0 / (lm * (lm + counts))
+  weights = 1.0 / (lambda_map * (lambda_map + counts))
   n = y.shape[0]
-  return (jnp.eye(n, dtype=y.dtype) / lm
+  return (jnp.eye(n, dtype=y.dtype) / lambda_map
           - jnp.matmul(y * weights[None, :], y.T, precision=HIGHEST))
 
 
@@ -858,9 +882,10 @@ def check_lemma_c2(labels: jax.Array, *, num_classes: int, lambda_map: float,
                    lambda_hat: float) -> LemmaC2Result:
   r"""Checks Lemma C.2 and whether :math:`A^*` is a fixed point of Theorem 5.3's map.
 
-  The closed form is compared with ``jnp.linalg.inv`` in float64. Then one layer
-  of :func:`linearised_deep_rfm` is applied to :math:`A^*`; the image is
-  :math:`\sum_c s_c n_c u_c u_c^\top + \lambda_{map} I` with
+  The closed form is compared with a direct float64 inverse (``numpy.linalg.inv``).
+  Then one layer of :func:`linearised_deep_rfm` is applied to :math:`A^*` and the
+  per-class scales of the image :math:`\sum_c s_c n_c u_c u_c^\top + \lambda_{map} I`
+  are read off as :math:`s_c = y_c^\top\tilde G y_c / n_c^2`; theory:
   :math:`s_c = \kappa^{-1}((n_c+\lambda_{map})/(n_c+\lambda_{map}+\hat\lambda))^2`,
   so :math:`A^*` is fixed iff every :math:`s_c = 1`.
   """
@@ -868,15 +893,15 @@ def check_lemma_c2(labels: jax.Array, *, num_classes: int, lambda_map: float,
   lm = _positive("lambda_map", lambda_map, "λ_map")
   lh = _positive("lambda_hat", lambda_hat, "λ̂")
   n_total = int(sizes.sum())
+  y = np.eye(num_classes)[np.asarray(labels)]
+  a_star = y @ y.T + lm * np.eye(n_total)
+  direct = np.linalg.inv(a_star)
   with jax.enable_x64(True):
     lab = jnp.asarray(labels)
-    target = collapse_target(lab, num_classes=num_classes, dtype=jnp.float64)
-    a_star = target + lm * jnp.eye(n_total, dtype=jnp.float64)
-    closed = lemma_c2_inverse(lab, num_classes=num_classes, lambda_map=lm, dtype=jnp.float64)
-    direct = jnp.linalg.inv(a_star)
-    rel = float(jnp.linalg.norm(closed - direct) / jnp.linalg.norm(direct))
-    resid = float(jnp.linalg.norm(jnp.matmul(a_star, closed, precision=HIGHEST)
-                                  - jnp.eye(n_total, dtype=jnp.float64)))
+    closed = np.asarray(lemma_c2_inverse(lab, num_classes=num_classes, lambda_map=lm,
+                                         dtype=jnp.float64))
+    rel = float(np.linalg.norm(closed - direct) / np.linalg.norm(direct))
+    resid = float(np.linalg.norm(a_star @ closed - np.eye(n_total)))
     scales, resids = {}, {}
     for rule in KAPPA_RULES:
       try:
@@ -884,11 +909,12 @@ def check_lemma_c2(labels: jax.Array, *, num_classes: int, lambda_map: float,
       except ConfigError:
         scales[rule], resids[rule] = np.full(num_classes, np.nan), float("nan")
         continue
-      g_next = linearised_deep_rfm(a_star, lab, num_classes=num_classes, lambda_hat=lh,
-                                   lambda_map=lm, kappa=kap, num_layers=2).gram_tilde[0] \
-          + lm * jnp.eye(n_total, dtype=jnp.float64)
-      resids[rule] = float(jnp.linalg.norm(g_next - a_star) / jnp.linalg.norm(a_star))
-      scales[rule] = ((sizes + lm) / (sizes + lm + lh)) ** 2 / kap
+      g_tilde = np.asarray(linearised_deep_rfm(
+          jnp.asarray(a_star), lab, num_classes=num_classes, lambda_hat=lh, lambda_map=lm,
+          kappa=kap, num_layers=2).gram_tilde[0])
+      resids[rule] = float(np.linalg.norm(g_tilde + lm * np.eye(n_total) - a_star)
+                           / np.linalg.norm(a_star))
+      scales[rule] = np.einsum("ic,ij,jc->c", y, g_tilde, y) / sizes.astype(np.float64) ** 2
   return LemmaC2Result(
       lambda_map=lm, lambda_hat=lh, class_sizes=sizes, relative_error=rel, inverse_residual=resid,
       mapped_scale_paper=scales["paper"], mapped_scale_fixed_point=scales["fixed_point"],
@@ -900,6 +926,7 @@ def check_lemma_c2(labels: jax.Array, *, num_classes: int, lambda_map: float,
 # Theorem 5.4: implicit bias of kernel learning.
 
 
+@functools.partial(jax.jit, static_argnames=("num_classes",))
 def kernel_objective(k: jax.Array, labels: jax.Array, *, num_classes: int, mu: float) -> jax.Array:
   r""":math:`J(k) = \sum_c Y_c^\top (k+\mu I)^{-1} k Y_c` for a kernel matrix ``k`` ``[N, N]``.
 
@@ -957,6 +984,7 @@ def project_feasible(k: jax.Array, *, num_iters: int = 100) -> jax.Array:
   return x
 
 
+@jax.jit
 def make_feasible(k: jax.Array) -> jax.Array:
   r"""An exactly feasible kernel near ``k``: box projection, then shrink to ``I``.
 
@@ -970,6 +998,7 @@ def make_feasible(k: jax.Array) -> jax.Array:
   return (1.0 - t) * k + t * jnp.eye(k.shape[0], dtype=k.dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("n", "dtype"))
 def random_feasible_kernel(key: jax.Array, n: int, *, dtype=None) -> jax.Array:
   """A random feasible kernel ``[n, n]``: Gram of random non-negative unit rows."""
   dtype = dtype or jnp.result_type(float)
@@ -987,10 +1016,54 @@ def _ascent(k0, labels, mu, step, *, num_classes, num_steps, projection_iters):
   def one(k, _):
     g = grad(k, labels, num_classes=num_classes, mu=mu)
     k = project_feasible(k + step * _sym(g), num_iters=projection_iters)
-    return k, (kernel_objective(k, labels, num_classes=num_classes, mu=mu),
-               jnp.linalg.norm(k - target) / tnorm)
+    kf = make_feasible(k)  # recorded values are at exactly feasible points
+    return k, (kernel_objective(kf, labels, num_classes=num_classes, mu=mu),
+               jnp.linalg.norm(kf - target) / tnorm)
 
   return jax.lax.scan(one, k0, None, length=num_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "count"))
+def _random_kernels(key, *, n, count):
+  """``[count, n, n]`` draws of :func:`random_feasible_kernel` (one RNG call)."""
+  v = jnp.abs(jax.random.normal(key, (count, n, n), jnp.result_type(float)))
+  v = v / jnp.linalg.norm(v, axis=2, keepdims=True)
+  k = jnp.einsum("cip,cjp->cij", v, v, precision=HIGHEST)
+  return 0.5 * (k + jnp.swapaxes(k, 1, 2))
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "num_steps", "projection_iters"))
+def _ascent_many(starts, labels, mu, step, *, num_classes, num_steps, projection_iters):
+  return jax.vmap(lambda k0: _ascent(k0, labels, mu, step, num_classes=num_classes,
+                                     num_steps=num_steps,
+                                     projection_iters=projection_iters))(starts)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _objectives(kernels, labels, mu, *, num_classes):
+  return jax.vmap(lambda k: kernel_objective(k, labels, num_classes=num_classes, mu=mu))(kernels)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _finish(finals, labels, *, num_classes):
+  """Exactly feasible finals, their distance to YYᵀ and smallest eigenvalue."""
+  finals = jax.vmap(make_feasible)(finals)
+  target = collapse_target(labels, num_classes=num_classes, dtype=finals.dtype)
+  dist = jax.vmap(lambda k: jnp.linalg.norm(k - target))(finals) / jnp.linalg.norm(target)
+  return finals, dist, jnp.min(jax.vmap(jnp.linalg.eigvalsh)(finals))
+
+
+def _thm54_run(key, labels, mu, step, *, num_classes, n, num_starts, num_steps, projection_iters,
+               num_random):
+  # separate jitted pieces: one fused program takes XLA several times longer to compile
+  draws = _random_kernels(key, n=n, count=num_starts + num_random)
+  starts, randoms = draws[:num_starts], draws[num_starts:]
+  finals, (history, dist_history) = _ascent_many(
+      starts, labels, mu, step, num_classes=num_classes, num_steps=num_steps,
+      projection_iters=projection_iters)
+  finals, dist, min_eig = _finish(finals, labels, num_classes=num_classes)
+  obj = functools.partial(_objectives, labels=labels, mu=mu, num_classes=num_classes)
+  return (finals, history, dist_history, obj(finals), obj(starts), dist, obj(randoms), min_eig)
 
 
 class Thm54Result(NamedTuple):
@@ -1001,8 +1074,8 @@ class Thm54Result(NamedTuple):
   kernels: np.ndarray            # [S, N, N] final (exactly feasible) kernels
   objectives: np.ndarray         # [S] J at those kernels
   relative_distance: np.ndarray  # [S] ||k - YY^T||_F / ||YY^T||_F
-  history: np.ndarray            # [S, T] J after each ascent step
-  distance_history: np.ndarray   # [S, T] ||k - YY^T||_F/||YY^T||_F after each step
+  history: np.ndarray            # [S, T] J after each ascent step (at make_feasible(k))
+  distance_history: np.ndarray   # [S, T] ||k - YY^T||_F/||YY^T||_F, same points
   start_objectives: np.ndarray   # [S]
   random_objectives: np.ndarray  # [R] J of random feasible kernels
   max_excess: float              # max over finals and randoms of J - J(YY^T)
@@ -1039,26 +1112,13 @@ def check_theorem_5_4(labels: jax.Array, *, num_classes: int, mu: float, key: ja
   step = float(step_size) if step_size is not None else 4.0 * mu ** 2 / float(sizes.max())
   _positive("step_size", step, "the ascent step")
   with jax.enable_x64(True):
-    lab = jnp.asarray(labels)
-    k_starts, k_rand = jax.random.split(key)
-    starts = jax.vmap(lambda k: random_feasible_kernel(k, n_total, dtype=jnp.float64))(
-        jax.random.split(k_starts, num_starts))
-    run = jax.vmap(lambda k0: _ascent(k0, lab, mu, step, num_classes=num_classes,
-                                      num_steps=int(num_steps),
-                                      projection_iters=int(projection_iters)))
-    finals, (history, dist_history) = run(starts)
-    finals = jax.vmap(make_feasible)(finals)
-    obj = jax.vmap(lambda k: kernel_objective(k, lab, num_classes=num_classes, mu=mu))
-    objectives = np.asarray(obj(finals))
-    start_obj = np.asarray(obj(starts))
-    target = collapse_target(lab, num_classes=num_classes, dtype=jnp.float64)
-    tnorm = jnp.linalg.norm(target)
-    dist = np.asarray(jax.vmap(lambda k: jnp.linalg.norm(k - target) / tnorm)(finals))
-    randoms = jax.vmap(lambda k: random_feasible_kernel(k, n_total, dtype=jnp.float64))(
-        jax.random.split(k_rand, num_random))
-    rand_obj = np.asarray(obj(randoms))
-    min_eig = float(jnp.min(jax.vmap(jnp.linalg.eigvalsh)(finals)))
-    finals_np = np.asarray(finals)
+    out = _thm54_run(key, jnp.asarray(labels), mu, step, num_classes=num_classes, n=n_total,
+                     num_starts=int(num_starts), num_steps=int(num_steps),
+                     projection_iters=int(projection_iters), num_random=int(num_random))
+    (finals, history, dist_history, objectives, start_obj, dist, rand_obj,
+     min_eig) = (np.asarray(v) for v in out)
+  finals_np = finals
+  min_eig = float(min_eig)
   bound = objective_at_target(sizes, mu=mu)
   return Thm54Result(
       mu=mu, class_sizes=sizes, objective_at_target=bound, kernels=finals_np,
@@ -1079,6 +1139,7 @@ def _phi(sq_dist, kind: str, bandwidth: float):
   return jnp.exp(-sq_dist / (2.0 * bandwidth ** 2))
 
 
+@functools.partial(jax.jit, static_argnames=("kind", "bandwidth"))
 def mahalanobis_kernel_matrix(x: jax.Array, m_factor: jax.Array, *, kind: str = "gaussian",
                               bandwidth: float = 1.0) -> jax.Array:
   r""":math:`k_M(x_i, x_j) = \phi(\|x_i - x_j\|_M)` ``[N, N]`` with :math:`M = N^\top N`.
@@ -1116,11 +1177,46 @@ def realise_collapsed_kernel(x: jax.Array, labels: jax.Array, *, num_classes: in
     raise ConfigError(
         f"x is [{n_total}, {dim}]: Proposition B.1 needs a full-rank data Gram matrix, which "
         f"requires d >= N; give at least {n_total} features.")
-  y = one_hot01(jnp.asarray(labels), num_classes=num_classes, dtype=x.dtype)
+  return _realise(jnp.asarray(x), jnp.asarray(labels), beta, num_classes=num_classes, kind=kind,
+                  bandwidth=float(bandwidth))
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "kind", "bandwidth"))
+def _realise(x, labels, beta, *, num_classes, kind, bandwidth):
+  n_total, dim = x.shape
+  y = one_hot01(labels, num_classes=num_classes, dtype=x.dtype)
   r = beta * jnp.concatenate([y, jnp.zeros((n_total, dim - num_classes), x.dtype)], axis=1)
   nt = jnp.linalg.lstsq(x, r)[0]                     # [d, d]: X N^T = R
   factor = nt.T
   return factor, mahalanobis_kernel_matrix(x, factor, kind=kind, bandwidth=bandwidth)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "kind", "bandwidth", "every"))
+def _adam_chunk(f, state, x, labels, target, mu, learning_rate, *, num_classes, kind, bandwidth,
+                every):
+  """``every`` Adam steps (Kingma & Ba) on the factor ``f`` maximising J(k_M).
+
+  Written out because optax's bias correction mixes int and float dtypes, which
+  strict dtype promotion rejects.
+  """
+  b1, b2, eps = 0.9, 0.999, 1e-8
+
+  def loss(f):
+    return -kernel_objective(mahalanobis_kernel_matrix(x, f, kind=kind, bandwidth=bandwidth),
+                             labels, num_classes=num_classes, mu=mu)
+
+  def step(carry, _):
+    f, (m, v, t) = carry
+    g = jax.grad(loss)(f)
+    t = t + 1.0
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * g * g
+    upd = learning_rate * (m / (1.0 - b1 ** t)) / (jnp.sqrt(v / (1.0 - b2 ** t)) + eps)
+    return (f - upd, (m, v, t)), None
+
+  (f, state), _ = jax.lax.scan(step, (f, state), None, length=every)
+  km = mahalanobis_kernel_matrix(x, f, kind=kind, bandwidth=bandwidth)
+  return f, state, jnp.linalg.norm(km - target) / jnp.linalg.norm(target), -loss(f)
 
 
 class PropB1Result(NamedTuple):
@@ -1174,50 +1270,35 @@ def check_proposition_b1(x: jax.Array, labels: jax.Array, *, num_classes: int, m
     raise ConfigError(
         f"x is [{n_total}, {dim}]: Proposition B.1 needs a full-rank data Gram matrix (d >= N); "
         f"give at least {n_total} features.")
+  y_np = np.eye(num_classes)[np.asarray(labels)]
+  target_np = y_np @ y_np.T
+  tnorm = float(np.linalg.norm(target_np))
+  cross = math.sqrt(n_total ** 2 - float(np.sum(sizes.astype(np.float64) ** 2)))
+  dist_cross = math.sqrt(2.0) * np.asarray(betas, dtype=np.float64)
+  phi_cross = (np.exp(-dist_cross / bandwidth) if kind == "laplace"
+               else np.exp(-dist_cross ** 2 / (2.0 * bandwidth ** 2)))
+  pred_d = phi_cross * cross / tnorm
   with jax.enable_x64(True):
     xx = jnp.asarray(np.asarray(x, dtype=np.float64))
     lab = jnp.asarray(labels)
-    target = collapse_target(lab, num_classes=num_classes, dtype=jnp.float64)
-    tnorm = float(jnp.linalg.norm(target))
+    target = jnp.asarray(target_np)
     cons_d, cons_j = [], []
     for beta in betas:
       _, km = realise_collapsed_kernel(xx, lab, num_classes=num_classes, beta=float(beta),
                                        kind=kind, bandwidth=bandwidth)
-      cons_d.append(float(jnp.linalg.norm(km - target)) / tnorm)
+      cons_d.append(float(np.linalg.norm(np.asarray(km) - target_np)) / tnorm)
       cons_j.append(float(kernel_objective(km, lab, num_classes=num_classes, mu=mu)))
-    cross = math.sqrt(n_total ** 2 - float(np.sum(sizes.astype(np.float64) ** 2)))
-    phi_cross = np.asarray([float(_phi(jnp.asarray(2.0 * b * b), kind, bandwidth))
-                            for b in betas])
-    pred_d = phi_cross * cross / tnorm
-
-    def loss(f):
-      return -kernel_objective(mahalanobis_kernel_matrix(xx, f, kind=kind, bandwidth=bandwidth),
-                               lab, num_classes=num_classes, mu=mu)
 
     f0 = jnp.eye(dim, dtype=jnp.float64) + 0.01 * jax.random.normal(key, (dim, dim), jnp.float64)
-    b1, b2, eps = 0.9, 0.999, 1e-8
-
-    @jax.jit
-    def chunk(f, state):
-      # Adam (Kingma & Ba) written out: optax's bias correction mixes int and float
-      # dtypes, which strict dtype promotion rejects.
-      def step(carry, _):
-        f, (m, v, t) = carry
-        g = jax.grad(loss)(f)
-        t = t + 1.0
-        m = b1 * m + (1.0 - b1) * g
-        v = b2 * v + (1.0 - b2) * g * g
-        upd = learning_rate * (m / (1.0 - b1 ** t)) / (jnp.sqrt(v / (1.0 - b2 ** t)) + eps)
-        return (f - upd, (m, v, t)), None
-      (f, state), _ = jax.lax.scan(step, (f, state), None, length=every)
-      km = mahalanobis_kernel_matrix(xx, f, kind=kind, bandwidth=bandwidth)
-      return f, state, jnp.linalg.norm(km - target) / tnorm, -loss(f)
-
     f, state = f0, (jnp.zeros_like(f0), jnp.zeros_like(f0), jnp.zeros((), jnp.float64))
-    initial = float(-loss(f0))
+    initial = float(kernel_objective(mahalanobis_kernel_matrix(xx, f0, kind=kind,
+                                                               bandwidth=bandwidth),
+                                     lab, num_classes=num_classes, mu=mu))
     dists, objs = [], []
     for _ in range(max(1, int(num_steps) // every)):
-      f, state, d, j = chunk(f, state)
+      f, state, d, j = _adam_chunk(f, state, xx, lab, target, mu, learning_rate,
+                                   num_classes=num_classes, kind=kind, bandwidth=float(bandwidth),
+                                   every=int(every))
       dists.append(float(d))
       objs.append(float(j))
   return PropB1Result(
@@ -1375,7 +1456,7 @@ def theorem_5_3_report(key: jax.Array, *, class_sizes: Sequence[int] = (20, 20, 
   :func:`check_theorem_5_3`, :func:`sweep_theorem_5_3` and
   :func:`compare_with_nonlinear_kernels` for the arguments.
   """
-  k_bal, k_unb, k_cmp = jax.random.split(key, 3)
+  k_bal, k_unb, k_cmp = (jax.random.fold_in(key, i) for i in range(3))
   datasets = {}
   with jax.enable_x64(True):
     datasets["balanced"] = make_full_rank_data(k_bal, class_sizes=class_sizes, dim=dim,
@@ -1417,7 +1498,7 @@ def theorem_5_4_report(key: jax.Array, *, num_classes: int = 3, per_class: int =
   if int(per_class) < 1:
     raise ConfigError(f"per_class={per_class}: need at least one sample per class.")
   labels = np.repeat(np.arange(int(num_classes)), int(per_class))
-  k_relax, k_data, k_b1 = jax.random.split(key, 3)
+  k_relax, k_data, k_b1 = (jax.random.fold_in(key, i) for i in range(3))
   relaxed = check_theorem_5_4(labels, num_classes=num_classes, mu=mu, key=k_relax,
                               num_starts=num_starts, num_steps=num_steps,
                               projection_iters=projection_iters, step_size=step_size,
@@ -1559,9 +1640,10 @@ def plot_theorem_5_4(report: Thm54Report, path: str) -> str:
     ax[0].plot(steps, r.history[s], linewidth=1)
   ax[0].axhline(r.objective_at_target, color="k", linestyle="--",
                 label=f"J(YYᵀ) = Σ n_c²/(n_c+μ) = {r.objective_at_target:.4g}")
-  ax[0].hist(r.random_objectives, bins=30, orientation="horizontal", alpha=0.4,
-             weights=np.full(r.random_objectives.size, steps[-1] * 0.3 / r.random_objectives.size),
-             label="random feasible k (histogram)")
+  counts, edges = np.histogram(r.random_objectives, bins=30)
+  ax[0].barh(0.5 * (edges[1:] + edges[:-1]), counts * (0.3 * steps[-1] / max(counts.max(), 1)),
+             height=np.diff(edges), alpha=0.4,
+             label=f"{r.random_objectives.size} random feasible k (histogram)")
   ax[0].set_xlabel("ascent step")
   ax[0].set_ylabel("J(k) = Σ_c Y_cᵀ(k+μI)⁻¹k Y_c")
   ax[0].set_title(f"Theorem 5.4, μ={r.mu:g}, n_c={r.class_sizes.tolist()}")
