@@ -198,7 +198,7 @@ def gram_nc1(gram: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.Arr
   r"""NC1 :math:`\mathrm{tr}\,\Sigma_W/\mathrm{tr}\,\Sigma_B` from a Gram matrix.
 
   ``gram`` is ``x xᵀ`` ``[N, N]`` of rows ``x``; the global mean is the sample mean
-  (SPEC default). With ``H = I - Y E ᵀ`` (``E = Y`` with columns divided by ``n_c``)
+  (SPEC default). With ``H = I - Y Eᵀ`` (``E = Y`` with columns divided by ``n_c``)
   the within-class centring projector, :math:`\mathrm{tr}\,\Sigma_W =
   \mathrm{tr}(HGH)/N`; :math:`\mathrm{tr}\,\Sigma_B = \mathrm{tr}(C E^\top G E
   C^\top)/K` with ``C = I - 1 wᵀ``, ``w_c = n_c/N``.
@@ -239,9 +239,10 @@ def fit_geometric_rate(values, *, skip_first: int = 1, window: int = 8,
                        noise_floor: float = 0.0) -> tuple[float, int]:
   r"""Geometric rate of a decaying sequence by a log-linear least-squares fit.
 
-  Fits :math:`\log v_l = a + l \log\rho` over the last ``window`` entries that
-  are above ``noise_floor`` (the first ``skip_first`` entries, a transient, are
-  left out).
+  Fits :math:`\log v_l = a + l \log\rho` over the last ``window`` entries of the
+  first unbroken run of entries above ``noise_floor`` (the first ``skip_first``
+  entries, a transient, are left out; once a sequence has reached round-off,
+  later entries are noise).
 
   Args:
     values: ``[L]`` positive numbers, e.g. step changes per layer.
@@ -727,6 +728,7 @@ class NonlinearComparison(NamedTuple):
   kernel: str
   bandwidth: float
   width: int
+  ridge: float
   predictor_coefficients: tuple   # (c0, c1, c2) of the predictor kernel
   feature_coefficients: tuple     # (a0, a1, a2) of the ReLU feature kernel
   lambda_hat_effective: float     # c2 / c1
@@ -827,7 +829,7 @@ def compare_with_nonlinear_kernels(x: jax.Array, labels: jax.Array, *, num_class
                               noise_floor=1e-13)[0]
 
   return NonlinearComparison(
-      kernel=kernel, bandwidth=float(bandwidth), width=int(width),
+      kernel=kernel, bandwidth=float(bandwidth), width=int(width), ridge=float(ridge),
       predictor_coefficients=pred, feature_coefficients=feat,
       lambda_hat_effective=lh, lambda_map_effective=lm,
       nc1_nonlinear=nc1_nl, nc1_linearised_kernels=nc1_lin, nc1_theorem=nc1_th,

@@ -281,7 +281,6 @@ def _table(header, rows) -> list:
 
 
 def tables_thm53(rep) -> list:
-  import numpy as np
   lines = ["### Theorem 5.3: single runs",
            "",
            "Linearised Deep RFM on Gram matrices, float64. gram error = ‖X̃X̃ᵀ − YYᵀ‖_F (rows are "
@@ -320,10 +319,12 @@ def tables_thm53(rep) -> list:
                    "bound 1−ε (fixed-point κ)", "condition (fixed-point κ)"], rows)
   c = rep.comparison
   lines += ["", "### Theorem 5.3: real kernels vs their linearisation (balanced data)", "",
-            f"NC1 = tr Σ_W / tr Σ_B of X̃_(l+1) (sample global mean). Non-linear: {c.kernel} "
-            f"kernel (L = {c.bandwidth:g}), ridgeless KRR, AGOP, ReLU random features D = "
-            f"{c.width}, W ~ N(0, 2/D), rows normalised each layer. Linearised kernels: k ≈ "
-            f"c0 + c1 XXᵀ + c2 I with (c0, c1, c2) = ({', '.join(_g(v) for v in c.predictor_coefficients)}) "
+            f"NC1 = tr Σ_W / tr Σ_B of X̃_(l+1) (sample global mean), 0/1 targets. "
+            f"Non-linear: {c.kernel} kernel (L = {c.bandwidth:g}), KRR with ridge "
+            f"{c.ridge:g} (0 = ridgeless), AGOP (mean over samples), ReLU random features "
+            f"D = {c.width}, W ~ N(0, 2/D), rows normalised each layer. Linearised kernels: "
+            "k ≈ c0 + c1 XXᵀ + c2 I with (c0, c1, c2) = "
+            f"({', '.join(_g(v) for v in c.predictor_coefficients)}) "
             f"for the predictor and ({', '.join(_g(v) for v in c.feature_coefficients)}) for "
             f"the ReLU features. Theorem map: λ̂ = c2/c1 = {_g(c.lambda_hat_effective)}, "
             f"λ_map = a2/a1 = {_g(c.lambda_map_effective)} (ratio "
@@ -360,7 +361,6 @@ def tables_lemma_c2(results) -> list:
 
 
 def tables_thm54(rep) -> list:
-  import numpy as np
   r = rep.relaxed
   lines = ["### Theorem 5.4: relaxed problem", "",
            f"J(k) = Σ_c Y_cᵀ(k+μI)⁻¹k Y_c with 0/1 class indicators, μ = {_g(r.mu)}, classes "
@@ -393,9 +393,8 @@ def tables_thm54(rep) -> list:
       rows.append([kind, f"Adam, {b.optimised_distance.size * b.record_every} steps (start J = "
                    f"{b.initial_objective:.6g})", _g(b.final_distance, 3), "",
                    f"{b.final_objective:.8g}"])
-      lines_obj = b.objective_at_target
     lines += _table(["kernel", "M", "distance", "closed form", "J(k_M)"], rows)
-    lines += ["", f"J(YYᵀ) = {lines_obj:.8g}."]
+    lines += ["", f"J(YYᵀ) = {r.objective_at_target:.8g}."]
   return lines
 
 
