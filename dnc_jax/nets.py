@@ -78,20 +78,22 @@ class MLPHead(nn.Module):
   depth: int = 5
   width: int = 512
   init_gain: float = 0.3
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h):  # h: [n, d_1]
     for l in range(self.depth):
       h = nn.relu(nn.Dense(self.width, use_bias=False, kernel_init=xavier_uniform(self.init_gain),
-                           precision=HIGHEST, name=f"hidden_{l}")(h))
+                           precision=HIGHEST, param_dtype=self.param_dtype, name=f"hidden_{l}")(h))
     return nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_linear(),
-                    precision=HIGHEST, name="readout")(h)
+                    precision=HIGHEST, param_dtype=self.param_dtype, name="readout")(h)
 
 
-def _conv(features, kernel, strides=1, padding=1, use_bias=True, name=None):
+def _conv(features, kernel, strides=1, padding=1, use_bias=True, name=None,
+          param_dtype=jnp.float32):
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
                  padding=((padding, padding), (padding, padding)), use_bias=use_bias,
-                 kernel_init=torch_default_conv(), name=name)
+                 kernel_init=torch_default_conv(), param_dtype=param_dtype, name=name)
 
 
 def adaptive_avg_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
@@ -112,6 +114,7 @@ def adaptive_avg_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
 class VGG11Features(nn.Module):
   """VGG-11 ``features[:15]`` + adaptive average pooling to 4×4 + flatten: ``[n, 8192]``."""
   pool_to: tuple = (4, 4)
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # x: [n, H, W, C]
@@ -121,7 +124,7 @@ class VGG11Features(nn.Module):
       if v == "M":
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       else:
-        x = nn.relu(_conv(v, 3, name=f"conv_{i}")(x))
+        x = nn.relu(_conv(v, 3, name=f"conv_{i}", param_dtype=self.param_dtype)(x))
         i += 1
     x = adaptive_avg_pool(x, self.pool_to)
     return x.reshape(x.shape[0], -1)
@@ -131,17 +134,20 @@ class BasicBlock(nn.Module):
   """ResNet BasicBlock: two 3×3 convs with BatchNorm, identity or 1×1 projection."""
   features: int
   strides: int = 1
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
+    pd = self.param_dtype
     norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                     epsilon=1e-5, name=name)
-    y = _conv(self.features, 3, self.strides, 1, use_bias=False, name="conv1")(x)
+                                     epsilon=1e-5, param_dtype=pd, name=name)
+    y = _conv(self.features, 3, self.strides, 1, use_bias=False, name="conv1", param_dtype=pd)(x)
     y = nn.relu(norm("bn1")(y))
-    y = _conv(self.features, 3, 1, 1, use_bias=False, name="conv2")(y)
+    y = _conv(self.features, 3, 1, 1, use_bias=False, name="conv2", param_dtype=pd)(y)
     y = norm("bn2")(y)
     if self.strides != 1 or x.shape[-1] != self.features:
-      x = _conv(self.features, 1, self.strides, 0, use_bias=False, name="down_conv")(x)
+      x = _conv(self.features, 1, self.strides, 0, use_bias=False, name="down_conv",
+                param_dtype=pd)(x)
       x = norm("down_bn")(x)
     return nn.relu(x + y)
 
@@ -149,17 +155,19 @@ class BasicBlock(nn.Module):
 class ResNet18Features(nn.Module):
   """ResNet-18 without ``fc``: ``[n, H, W, C] → [n, 512]``."""
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = _conv(64, 7, 2, 3, use_bias=False, name="conv1")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn1")(x)
+    x = _conv(64, 7, 2, 3, use_bias=False, name="conv1", param_dtype=self.param_dtype)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     param_dtype=self.param_dtype, name="bn1")(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for s, blocks in enumerate(self.stage_sizes):
       for b in range(blocks):
         x = BasicBlock(64 * 2**s, strides=2 if (s > 0 and b == 0) else 1,
-                       name=f"layer{s + 1}_{b}")(x, train)
+                       param_dtype=self.param_dtype, name=f"layer{s + 1}_{b}")(x, train)
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -201,16 +209,22 @@ def check_input_shape(name: str, image_shape: Sequence[int]) -> None:
 
 
 def make_model(name: str, *, num_classes: int, depth: int = 5, width: int = 512,
-               init_gain: float = 0.3) -> Network:
-  """The network ``name`` (one of :data:`MODELS`) with the paper's MLP head."""
+               init_gain: float = 0.3, param_dtype=jnp.float32) -> Network:
+  """The network ``name`` (one of :data:`MODELS`) with the paper's MLP head.
+
+  ``param_dtype`` (float32 or float64) is the dtype of every parameter and
+  BatchNorm statistic; inputs must have the same dtype.
+  """
   if name not in MODELS:
     raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
   if depth < 1 or width < 1:
     raise ConfigError(f"head depth and width must be ≥ 1, got depth={depth}, width={width}")
   if num_classes < 2:
     raise ConfigError(f"num_classes must be ≥ 2, got {num_classes}")
-  head = MLPHead(num_classes=num_classes, depth=depth, width=width, init_gain=init_gain)
-  backbone = {"mlp": None, "vgg11": VGG11Features(), "resnet18": ResNet18Features()}[name]
+  head = MLPHead(num_classes=num_classes, depth=depth, width=width, init_gain=init_gain,
+                 param_dtype=param_dtype)
+  backbone = {"mlp": None, "vgg11": VGG11Features(param_dtype=param_dtype),
+              "resnet18": ResNet18Features(param_dtype=param_dtype)}[name]
   return Network(head=head, backbone=backbone)
 
 

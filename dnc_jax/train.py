@@ -441,7 +441,7 @@ def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None)
   metrics_lib.check_labels(np.zeros((n, 1)), y_lab, k)
 
   model = nets.make_model(cfg.model, num_classes=k, depth=cfg.depth, width=cfg.width,
-                          init_gain=cfg.init)
+                          init_gain=cfg.init, param_dtype=dtype)
   optimizer = make_optimizer(cfg)
   key = jax.random.key(cfg.seed)
   init_key, data_key, probe_key = jax.random.split(key, 3)

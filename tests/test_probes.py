@@ -1,0 +1,138 @@
+"""Layer probes against independent float64 NumPy computations and closed forms."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dnc_jax import nets, probes
+
+
+def _np_nc1(x, y, k):
+  x = np.asarray(x, np.float64)
+  mu_g = x.mean(0)
+  means = np.stack([x[y == c].mean(0) for c in range(k)])
+  tr_w = sum(((x[y == c] - means[c]) ** 2).sum() for c in range(k)) / len(x)
+  tr_b = ((means - mu_g) ** 2).sum() / k
+  tr_t = ((x - mu_g) ** 2).sum() / len(x)
+  return tr_w / tr_b, tr_w / tr_t, tr_b / tr_t, means - mu_g
+
+
+def _np_nc2(x, y, k):
+  *_, c = _np_nc1(x, y, k)
+  m = c / np.linalg.norm(c, axis=1, keepdims=True)
+  etf = k / (k - 1) * np.eye(k) - np.ones((k, k)) / (k - 1)
+  return np.linalg.norm(m @ m.T - etf)
+
+
+def _np_sqrtm(g):
+  ev, evec = np.linalg.eigh(0.5 * (g + g.T))
+  return (evec * np.sqrt(np.clip(ev, 0, None))) @ evec.T
+
+
+def _head(key, d, k=3, depth=2, width=6, gain=1.0, dtype=jnp.float32):
+  model = nets.MLPHead(num_classes=k, depth=depth, width=width, init_gain=gain, param_dtype=dtype)
+  return model.init(key, jnp.zeros((1, d), dtype))["params"]
+
+
+def _np_params(hp):
+  ws = [np.asarray(w, np.float64) for w in nets.head_weights(hp)]
+  return ws, np.asarray(nets.readout_weight(hp), np.float64)
+
+
+def test_linear_tail_agop_is_wtw(x64, key):
+  """The tail from the readout is linear: its AGOP is W_outᵀ W_out exactly."""
+  hp = _head(key, 5, dtype=jnp.float64)
+  h = jax.random.normal(jax.random.key(1), (37, 6), jnp.float64)
+  g = probes.tail_agop(hp, h, layer=2, batch_size=8)
+  _, wo = _np_params(hp)
+  np.testing.assert_allclose(np.asarray(g), wo.T @ wo, rtol=1e-12, atol=1e-14)
+
+
+def test_one_layer_tail_agop_closed_form(x64, key):
+  """Tail ReLU(h W_Lᵀ) W_outᵀ: J_i = W_out diag(1[W_L h_i > 0]) W_L, averaged in NumPy."""
+  hp = _head(key, 5, dtype=jnp.float64)
+  h = jax.random.normal(jax.random.key(2), (41, 6), jnp.float64)
+  g = probes.tail_agop(hp, h, layer=1, batch_size=16)
+  (w1, w2), wo = _np_params(hp)
+  hn = np.asarray(h)
+  ref = np.zeros((6, 6))
+  for hi in hn:
+    j = wo @ np.diag((w2 @ hi > 0).astype(float)) @ w2
+    ref += j.T @ j
+  np.testing.assert_allclose(np.asarray(g), ref / len(hn), rtol=1e-10, atol=1e-13)
+
+
+def test_probe_layer_matches_numpy(x64, key):
+  k, d, n = 3, 5, 60
+  hp = _head(key, d, k=k, dtype=jnp.float64)
+  x = np.asarray(jax.random.normal(jax.random.key(3), (n, d), jnp.float64))
+  y = np.repeat(np.arange(k), n // k).astype(np.int32)
+  x = x + 2.0 * np.eye(k, d)[y]   # some class structure
+  recs = probes.probe_head(hp, jnp.asarray(x), y, num_classes=k, batch_size=7)
+  assert [r["layer"] for r in recs] == [1, 2]
+  (w1, w2), wo = _np_params(hp)
+  h = x
+  for rec, w, layer in zip(recs, (w1, w2), (0, 1)):
+    # Independent AGOP of the tail by NumPy chain rule.
+    g = np.zeros((h.shape[1], h.shape[1]))
+    for hi in h:
+      if layer == 0:
+        a1 = (w1 @ hi > 0).astype(float)
+        a2 = (w2 @ np.maximum(w1 @ hi, 0) > 0).astype(float)
+        j = wo @ np.diag(a2) @ w2 @ np.diag(a1) @ w1
+      else:
+        j = wo @ np.diag((w2 @ hi > 0).astype(float)) @ w2
+      g += j.T @ j
+    g /= len(h)
+    nfm = w.T @ w
+    sq = _np_sqrtm(g)
+    assert rec["nfa"]["sqrt_agop"] == pytest.approx(np.corrcoef(nfm.ravel(), sq.ravel())[0, 1], abs=1e-9)
+    assert rec["nfa"]["agop"] == pytest.approx(np.corrcoef(nfm.ravel(), g.ravel())[0, 1], abs=1e-9)
+    cos = (nfm * sq).sum() / np.linalg.norm(nfm) / np.linalg.norm(sq)
+    assert rec["nfa"]["cosine_sqrt_agop"] == pytest.approx(cos, abs=1e-9)
+    out = np.maximum(h @ w.T, 0)
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    nc1_in = _np_nc1(h, y, k)[0]
+    nc1_w = _np_nc1(h @ w.T, y, k)[0]
+    nc1_vs = _np_nc1(h @ vt.T * s, y, k)[0]
+    nc1_full, rw, rb, _ = _np_nc1(out, y, k)
+    # The trace identity of Section 6: NC1 of φ(X) V Sᵀ equals NC1 of φ(X) Wᵀ.
+    assert nc1_vs == pytest.approx(nc1_w, rel=1e-10)
+    assert rec["nc1"]["right_singular"] == pytest.approx(nc1_w, rel=1e-9)
+    assert rec["nc1"]["input"] == pytest.approx(nc1_in, rel=1e-9)
+    assert rec["nc1"]["full_layer"] == pytest.approx(nc1_full, rel=1e-9)
+    assert rec["nc1"]["agop_projection"] == pytest.approx(_np_nc1(h @ sq, y, k)[0], rel=1e-8)
+    assert rec["tr_w_over_t"] == pytest.approx(rw, rel=1e-9)
+    assert rec["tr_b_over_t"] == pytest.approx(rb, rel=1e-9)
+    assert rec["nc2"] == pytest.approx(_np_nc2(out, y, k), rel=1e-8)
+    h = out
+
+
+def test_trace_identity_float32_wide_layer(key):
+  """NC1 of φ(X)VSᵀ = NC1 of φ(X)Wᵀ also when the layer widens (U not square), float32."""
+  hp = _head(key, 4, k=2, depth=1, width=9)
+  x = jax.random.normal(jax.random.key(5), (40, 4))
+  y = np.repeat(np.arange(2), 20).astype(np.int32)
+  rec = probes.probe_head(hp, x, y, num_classes=2)[0]
+  w = np.asarray(nets.head_weights(hp)[0], np.float64)
+  assert rec["nc1"]["right_singular"] == pytest.approx(_np_nc1(np.asarray(x) @ w.T, y, 2)[0], rel=1e-4)
+
+
+def test_nc1_shares_add_up():
+  rec = {"nc1": {"input": 2.0, "right_singular": 0.5, "full_layer": 0.4}}
+  s = probes.nc1_shares(rec)
+  assert s["right_singular"] + s["relu"] == pytest.approx(s["total"])
+  assert s["total"] == pytest.approx(np.log(5.0))
+  assert 0 < s["fraction_right_singular"] <= 1
+
+
+def test_probe_layers_selection_and_errors(key):
+  hp = _head(key, 4, k=2, depth=3, width=5)
+  x = jax.random.normal(jax.random.key(6), (20, 4))
+  y = np.repeat(np.arange(2), 10).astype(np.int32)
+  all_recs = probes.probe_head(hp, x, y, num_classes=2)
+  sel = probes.probe_head(hp, x, y, num_classes=2, layers=[3])
+  assert [r["layer"] for r in sel] == [3]
+  assert sel[0]["nc1"]["input"] == pytest.approx(all_recs[2]["nc1"]["input"], rel=1e-6)
+  with pytest.raises(probes.ConfigError, match="out of range"):
+    probes.probe_head(hp, x, y, num_classes=2, layers=[4])
