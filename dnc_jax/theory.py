@@ -169,6 +169,11 @@ def _check_classes(labels, num_classes: int, *, min_per_class: int = 1) -> np.nd
   return sizes
 
 
+def _labels32(labels) -> jax.Array:
+  """Labels as an int32 array (one dtype, so jitted code compiles once per shape)."""
+  return jnp.asarray(np.asarray(labels), dtype=jnp.int32)
+
+
 def _positive(name: str, value, why: str) -> float:
   value = float(value)
   if not value > 0.0 or not math.isfinite(value):
@@ -419,7 +424,8 @@ def linearised_deep_rfm(gram: jax.Array, labels: jax.Array, *, num_classes: int,
   if int(num_layers) < 2:
     raise ConfigError(f"num_layers={num_layers}: need at least 2 layers to measure a rate.")
   gram = jnp.asarray(gram)
-  return _linearised_scan(gram, jnp.asarray(labels), lambda_hat, lambda_map, kappa,
+  return _linearised_scan(gram, _labels32(labels), float(lambda_hat), float(lambda_map),
+                          float(kappa),
                           num_classes=int(num_classes), num_layers=int(num_layers))
 
 
@@ -800,7 +806,7 @@ def compare_with_nonlinear_kernels(x: jax.Array, labels: jax.Array, *, num_class
   # an [N, N] factor of the Gram matrix: the same distances, so the same Deep RFM
   rows0 = v * np.sqrt(np.clip(w, 0.0, None))[None, :]
   with jax.enable_x64(True):
-    lab = jnp.asarray(labels)
+    lab = _labels32(labels)
     nc1_nl, res_p, res_f = [], [], []
     rows = jnp.asarray(rows0)
     for layer in range(num_layers):
@@ -855,7 +861,7 @@ def lemma_c2_inverse(labels: jax.Array, *, num_classes: int, lambda_map: float,
   """
   _check_classes(labels, num_classes)
   lm = _positive("lambda_map", lambda_map, "λ_map")
-  return _lemma_c2_inverse(jnp.asarray(labels), lm, num_classes=num_classes, dtype=dtype)
+  return _lemma_c2_inverse(_labels32(labels), lm, num_classes=num_classes, dtype=dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "dtype"))
@@ -899,7 +905,7 @@ def check_lemma_c2(labels: jax.Array, *, num_classes: int, lambda_map: float,
   a_star = y @ y.T + lm * np.eye(n_total)
   direct = np.linalg.inv(a_star)
   with jax.enable_x64(True):
-    lab = jnp.asarray(labels)
+    lab = _labels32(labels)
     closed = np.asarray(lemma_c2_inverse(lab, num_classes=num_classes, lambda_map=lm,
                                          dtype=jnp.float64))
     rel = float(np.linalg.norm(closed - direct) / np.linalg.norm(direct))
@@ -1059,13 +1065,15 @@ def _thm54_run(key, labels, mu, step, *, num_classes, n, num_starts, num_steps, 
                num_random):
   # separate jitted pieces: one fused program takes XLA several times longer to compile
   draws = _random_kernels(key, n=n, count=num_starts + num_random)
-  starts, randoms = draws[:num_starts], draws[num_starts:]
+  starts = draws[:num_starts]
   finals, (history, dist_history) = _ascent_many(
       starts, labels, mu, step, num_classes=num_classes, num_steps=num_steps,
       projection_iters=projection_iters)
   finals, dist, min_eig = _finish(finals, labels, num_classes=num_classes)
-  obj = functools.partial(_objectives, labels=labels, mu=mu, num_classes=num_classes)
-  return (finals, history, dist_history, obj(finals), obj(starts), dist, obj(randoms), min_eig)
+  # one objective call for finals, starts and random kernels (one compilation)
+  objs = _objectives(jnp.concatenate([finals, draws]), labels, mu, num_classes=num_classes)
+  return (finals, history, dist_history, objs[:num_starts], objs[num_starts:2 * num_starts],
+          dist, objs[2 * num_starts:], min_eig)
 
 
 class Thm54Result(NamedTuple):
@@ -1114,7 +1122,7 @@ def check_theorem_5_4(labels: jax.Array, *, num_classes: int, mu: float, key: ja
   step = float(step_size) if step_size is not None else 4.0 * mu ** 2 / float(sizes.max())
   _positive("step_size", step, "the ascent step")
   with jax.enable_x64(True):
-    out = _thm54_run(key, jnp.asarray(labels), mu, step, num_classes=num_classes, n=n_total,
+    out = _thm54_run(key, _labels32(labels), float(mu), float(step), num_classes=num_classes, n=n_total,
                      num_starts=int(num_starts), num_steps=int(num_steps),
                      projection_iters=int(projection_iters), num_random=int(num_random))
     (finals, history, dist_history, objectives, start_obj, dist, rand_obj,
@@ -1179,7 +1187,7 @@ def realise_collapsed_kernel(x: jax.Array, labels: jax.Array, *, num_classes: in
     raise ConfigError(
         f"x is [{n_total}, {dim}]: Proposition B.1 needs a full-rank data Gram matrix, which "
         f"requires d >= N; give at least {n_total} features.")
-  return _realise(jnp.asarray(x), jnp.asarray(labels), beta, num_classes=num_classes, kind=kind,
+  return _realise(jnp.asarray(x), _labels32(labels), float(beta), num_classes=num_classes, kind=kind,
                   bandwidth=float(bandwidth))
 
 
@@ -1282,7 +1290,7 @@ def check_proposition_b1(x: jax.Array, labels: jax.Array, *, num_classes: int, m
   pred_d = phi_cross * cross / tnorm
   with jax.enable_x64(True):
     xx = jnp.asarray(np.asarray(x, dtype=np.float64))
-    lab = jnp.asarray(labels)
+    lab = _labels32(labels)
     target = jnp.asarray(target_np)
     cons_d, cons_j = [], []
     for beta in betas:
@@ -1298,7 +1306,7 @@ def check_proposition_b1(x: jax.Array, labels: jax.Array, *, num_classes: int, m
                                      lab, num_classes=num_classes, mu=mu))
     dists, objs = [], []
     for _ in range(max(1, int(num_steps) // every)):
-      f, state, d, j = _adam_chunk(f, state, xx, lab, target, mu, learning_rate,
+      f, state, d, j = _adam_chunk(f, state, xx, lab, target, float(mu), float(learning_rate),
                                    num_classes=num_classes, kind=kind, bandwidth=float(bandwidth),
                                    every=int(every))
       dists.append(float(d))

@@ -264,8 +264,8 @@ def test_nonlinear_layer_agop_matches_numpy(x64):
   w, v = np.linalg.eigh(m)
   xt = x @ (v * np.sqrt(np.clip(w, 0, None))) @ v.T
   _, g_tilde, res_p, _, nc1 = th._nonlinear_layer(
-      jnp.asarray(x), jnp.asarray(lab), jax.random.key(0), 0.0, width=256, bandwidth=bw,
-      num_classes=3, kind="laplace")
+      jnp.asarray(x), jnp.asarray(lab, dtype=jnp.int32), jax.random.key(0), 0.0, width=256,
+      bandwidth=bw, num_classes=3, kind="laplace")
   np.testing.assert_allclose(np.asarray(g_tilde), xt @ xt.T, rtol=1e-7, atol=1e-12)
   np.testing.assert_allclose(float(nc1), np_nc1_rows(xt, lab), rtol=1e-7)
   c0, c1, c2 = th.kernel_linearisation("laplace", bandwidth=bw)
@@ -373,7 +373,7 @@ def test_theorem_5_4_optimiser_reaches_collapse(x64):
 
 
 def test_proposition_b1_construction(x64):
-  x, lab = _data((3, 3, 2), 10)
+  x, lab = _data((4, 4, 4), 16)
   y = np.eye(3)[lab]
   beta = 1.3
   f, km = th.realise_collapsed_kernel(jnp.asarray(x), jnp.asarray(lab), num_classes=3, beta=beta,
@@ -386,7 +386,7 @@ def test_proposition_b1_construction(x64):
   np.testing.assert_allclose(np.asarray(km), np.where(y @ y.T > 0, 1.0, np.exp(-want / 0.8)),
                              atol=1e-9)
   with pytest.raises(ConfigError, match="d >= N"):
-    th.realise_collapsed_kernel(jnp.asarray(x[:, :5]), jnp.asarray(lab), num_classes=3, beta=1.0)
+    th.realise_collapsed_kernel(jnp.asarray(x[:, :10]), jnp.asarray(lab), num_classes=3, beta=1.0)
 
 
 def test_proposition_b1_optimisation_improves(x64):
