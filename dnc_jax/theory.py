@@ -613,10 +613,11 @@ def sweep_theorem_5_3(x: jax.Array, labels: jax.Array, *, num_classes: int,
     for b, lm in enumerate(lms):
       for c, ratio in enumerate(ratios):
         try:
-          res = check_theorem_5_3(x, labels, num_classes=num_classes, lambda_hat=ratio * lm,
-                                  lambda_map=lm, num_layers=num_layers, kappa=rule)
+          kappa_value(ratio * lm, lm, rule=rule, class_size=1.0)
         except ConfigError:
-          continue  # the paper's kappa is <= 0 here
+          continue  # the paper's kappa is <= 0 here: the cell stays NaN
+        res = check_theorem_5_3(x, labels, num_classes=num_classes, lambda_hat=ratio * lm,
+                                lambda_map=lm, num_layers=num_layers, kappa=rule)
         for k in out:
           out[k][a, b, c] = getattr(res, k)
         cond[a, b, c] = res.condition_holds
@@ -1116,26 +1117,26 @@ def check_theorem_5_4(labels: jax.Array, *, num_classes: int, mu: float, key: ja
   """
   sizes = _check_classes(labels, num_classes)
   mu = _positive("mu", mu, "the ridge μ of Theorem 5.4")
-  if int(num_starts) < 1 or int(num_steps) < 1:
-    raise ConfigError("num_starts and num_steps must be >= 1.")
+  for name, v in (("num_starts", num_starts), ("num_steps", num_steps),
+                  ("projection_iters", projection_iters), ("num_random", num_random)):
+    if int(v) < 1:
+      raise ConfigError(f"{name}={v}: must be >= 1.")
   n_total = int(sizes.sum())
   step = float(step_size) if step_size is not None else 4.0 * mu ** 2 / float(sizes.max())
   _positive("step_size", step, "the ascent step")
   with jax.enable_x64(True):
-    out = _thm54_run(key, _labels32(labels), float(mu), float(step), num_classes=num_classes, n=n_total,
-                     num_starts=int(num_starts), num_steps=int(num_steps),
+    out = _thm54_run(key, _labels32(labels), float(mu), float(step), num_classes=num_classes,
+                     n=n_total, num_starts=int(num_starts), num_steps=int(num_steps),
                      projection_iters=int(projection_iters), num_random=int(num_random))
     (finals, history, dist_history, objectives, start_obj, dist, rand_obj,
      min_eig) = (np.asarray(v) for v in out)
-  finals_np = finals
-  min_eig = float(min_eig)
   bound = objective_at_target(sizes, mu=mu)
   return Thm54Result(
-      mu=mu, class_sizes=sizes, objective_at_target=bound, kernels=finals_np,
-      objectives=objectives, relative_distance=dist, history=np.asarray(history),
-      distance_history=np.asarray(dist_history), start_objectives=start_obj, random_objectives=rand_obj,
+      mu=mu, class_sizes=sizes, objective_at_target=bound, kernels=finals,
+      objectives=objectives, relative_distance=dist, history=history,
+      distance_history=dist_history, start_objectives=start_obj, random_objectives=rand_obj,
       max_excess=float(max(objectives.max(), rand_obj.max()) - bound),
-      min_eigenvalue=min_eig, min_entry=float(finals_np.min()))
+      min_eigenvalue=float(min_eig), min_entry=float(finals.min()))
 
 
 # ---------------------------------------------------------------------------

@@ -488,3 +488,9 @@ def test_script_and_lazy_matplotlib():
   assert "matplotlib loaded: False" in p.stdout
   assert "thm53" in p.stdout and "--lambda-hat" in p.stdout
   assert os.access(os.path.join(REPO, "bin", "theory"), os.X_OK)
+
+
+def test_sweep_reports_data_errors(x64):
+  x, lab = _data((4, 4, 4), 16)
+  with pytest.raises(ConfigError, match="Assumption 5.1"):
+    th.sweep_theorem_5_3(x[:, :10], lab, num_classes=3, ratios=[0.01], lambda_maps=[1.0])
