@@ -229,6 +229,25 @@ class DeepRFMResult(NamedTuple):
   grams: dict
 
 
+class DeepRFMState(NamedTuple):
+  """Where a run stands after ``layer`` layers: enough to continue it exactly.
+
+  Attributes:
+    layer: layers done.
+    x: ``[N, D]`` training representation ``X_{layer+1}``.
+    x_test: ``[N_test, D]`` test representation.
+    layers: the records of the layers done.
+    grams: Gram pictures recorded so far.
+    ms: the layers' ``M`` so far (when ``keep_m``), else ``None``.
+  """
+  layer: int
+  x: np.ndarray
+  x_test: np.ndarray
+  layers: list
+  grams: dict
+  ms: list | None
+
+
 def _accuracy(pred, labels) -> float | None:
   if labels is None or len(labels) == 0:
     return None
@@ -251,7 +270,9 @@ def _check_data(x, labels, x_test, labels_test, num_classes):
 
 def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
              x_test=None, labels_test=None, num_classes: int | None = None,
-             callback: Callable[[dict], None] | None = None) -> DeepRFMResult:
+             callback: Callable[[dict], None] | None = None,
+             resume: DeepRFMState | None = None,
+             on_state: Callable[[DeepRFMState], None] | None = None) -> DeepRFMResult:
   r"""Runs Deep RFM (Algorithm 1) for ``config.depth`` layers plus the final KRR.
 
   Args:
@@ -263,6 +284,11 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
     labels_test: ``[N_test]`` labels of ``x_test``.
     num_classes: ``K`` (default: ``max(labels) + 1``).
     callback: called with each layer's record as soon as it is done.
+    resume: a :class:`DeepRFMState` saved by ``on_state``; the run continues
+      from it with the same ``key`` and gives the same numbers as an
+      uninterrupted run (layer ``l`` always uses ``fold_in(key, l)``).
+    on_state: called with the :class:`DeepRFMState` after each layer (e.g. to
+      checkpoint it).
 
   Returns:
     :class:`DeepRFMResult`.
@@ -288,7 +314,17 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
   n = x.shape[0]
 
   layers, ms, grams = [], [] if config.keep_m else None, {}
-  for layer in range(1, config.depth + 1):
+  start = 1
+  if resume is not None:
+    if resume.layer > config.depth or resume.x.shape[0] != n:
+      raise ConfigError(f"cannot resume: the saved state (layer {resume.layer}, "
+                        f"{resume.x.shape[0]} rows) does not fit this run (depth "
+                        f"{config.depth}, {n} rows)")
+    start = resume.layer + 1
+    x, x_test = jnp.asarray(resume.x, dtype), jnp.asarray(resume.x_test, dtype)
+    layers, grams = list(resume.layers), dict(resume.grams)
+    ms = None if not config.keep_m else list(resume.ms or [])
+  for layer in range(start, config.depth + 1):
     t0 = time.perf_counter()
     d_in = x.shape[1]
     width = config.width or d_in
@@ -320,9 +356,12 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
     if ms is not None:
       ms.append(np.asarray(out.m))
     layers.append(record)
+    x, x_test = x_next, xt_next
+    if on_state is not None:
+      on_state(DeepRFMState(layer, np.asarray(x), np.asarray(x_test), list(layers), dict(grams),
+                            None if ms is None else list(ms)))
     if callback is not None:
       callback(record)
-    x, x_test = x_next, xt_next
 
   t0 = time.perf_counter()
   train_pred, test_pred, ok = final_krr(x, x_test, y, lab, config.bandwidth, config.ridge,

@@ -34,9 +34,12 @@ class RunConfig:
   out: str = "runs/deep_rfm"
   overwrite: bool = False
   progress: bool = True
+  resume: bool = False
+  options: dict = dataclasses.field(default_factory=dict)   # the parsed flags, for --resume
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
+  """The parser; with ``suppress`` only the flags actually given appear in the result."""
   from dnc_jax import data as data_lib
   p = argparse.ArgumentParser(
       prog="deep_rfm",
@@ -95,8 +98,42 @@ def build_parser() -> argparse.ArgumentParser:
   o.add_argument("--out", default="runs/deep_rfm", help="run directory to write")
   o.add_argument("--overwrite", action="store_true",
                  help="replace a run already in --out (otherwise refused)")
+  o.add_argument("--resume", action="store_true",
+                 help="continue the interrupted run in --out from its last finished layer, with "
+                      "its saved options (the result equals an uninterrupted run's)")
   o.add_argument("--no-progress", action="store_true", help="no progress bar")
+  if suppress:
+    for action in p._actions:
+      if action.dest != "help":
+        action.default = argparse.SUPPRESS
   return p
+
+
+# Flags that may differ between a run and its resumption.
+_RUN_CONTROL = ("out", "resume", "overwrite", "no_progress")
+CHECKPOINT = "checkpoint"
+
+
+def _resume_options(args, argv) -> argparse.Namespace:
+  """The saved options of the run in ``args.out``, with the control flags of this call."""
+  import json
+  ckpt = pathlib.Path(args.out) / CHECKPOINT / "options.json"
+  if not ckpt.exists():
+    done = (pathlib.Path(args.out) / "metrics.json").exists()
+    raise DncError(f"nothing to resume in {args.out}: "
+                   + ("the run there has already finished" if done else
+                      "no checkpoint (no layer of a run there has finished); start it without --resume"))
+  saved = json.loads(ckpt.read_text())
+  given = vars(build_parser(suppress=True).parse_args(argv))
+  clash = {k: v for k, v in given.items() if k not in _RUN_CONTROL and saved.get(k) != v}
+  if clash:
+    name, value = next(iter(clash.items()))
+    raise DncError(f"--resume continues the run in {args.out} with its saved options, but "
+                   f"--{name.replace('_', '-')} {value} differs from the saved "
+                   f"{saved.get(name)!r}; drop the flag, or start a new run in another --out")
+  merged = dict(saved)
+  merged.update({k: getattr(args, k) for k in _RUN_CONTROL})
+  return argparse.Namespace(**merged)
 
 
 def parse(argv=None):
@@ -104,10 +141,13 @@ def parse(argv=None):
   import importlib
   drfm = importlib.import_module("dnc_jax.deep_rfm")  # the module, not dj.deep_rfm the function
   args = build_parser().parse_args(argv)
+  if args.resume:
+    args = _resume_options(args, argv)
   run_cfg = RunConfig(
       dataset=args.dataset, data_dir=args.data_dir, n=args.n, n_test=args.n_test,
       classes=args.classes, balanced=args.balanced, cache=not args.no_cache, seed=args.seed,
-      x64=args.x64, out=args.out, overwrite=args.overwrite, progress=not args.no_progress)
+      x64=args.x64, out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
+      resume=args.resume, options=vars(args))
   rfm_cfg = drfm.preset_config(
       args.preset, depth=args.depth, kernel=args.kernel, bandwidth=args.bandwidth,
       ridge=args.ridge, features=args.features, width=args.width,
@@ -130,7 +170,12 @@ def run(run_cfg: RunConfig, rfm_cfg) -> dict:
   from dnc_jax import plots, runs
   drfm = importlib.import_module("dnc_jax.deep_rfm")
 
-  out = runs.prepare_run_dir(run_cfg.out, overwrite=run_cfg.overwrite)
+  out = pathlib.Path(run_cfg.out)
+  if not run_cfg.resume:
+    out = runs.prepare_run_dir(run_cfg.out, overwrite=run_cfg.overwrite)
+    if (out / CHECKPOINT).exists() and not run_cfg.overwrite:
+      raise DncError(f"{out} holds an interrupted run; continue it with --resume, or pass "
+                     "--overwrite to start afresh")
   n = run_cfg.n if run_cfg.n is not None else DEFAULT_N.get(run_cfg.dataset, 2000)
   n_test = run_cfg.n_test if run_cfg.n_test is not None else DEFAULT_N_TEST.get(run_cfg.dataset, 1000)
   ds = data_lib.load_dataset(run_cfg.dataset, n=n, n_test=n_test, data_dir=run_cfg.data_dir,
@@ -143,6 +188,13 @@ def run(run_cfg: RunConfig, rfm_cfg) -> dict:
 
   runs.clear_run_files(out, ("config.json", "metrics.json", "metrics.csv", "nc1.png", "nc2.png",
                              "gram.png", "grams.npz", "ms.npz"))
+  ckpt = out / CHECKPOINT
+  resume_state = load_checkpoint(ckpt, drfm) if run_cfg.resume else None
+  if resume_state is None:
+    import shutil
+    shutil.rmtree(ckpt, ignore_errors=True)
+    options = {k: v for k, v in run_cfg.options.items() if k not in _RUN_CONTROL}
+    runs.write_json(ckpt / "options.json", options)
   config = {
       "run": dataclasses.asdict(run_cfg), "deep_rfm": dataclasses.asdict(rfm_cfg),
       "dataset": ds.info, "num_classes": k, "n": int(x.shape[0]), "n_test": int(xt.shape[0]),
@@ -153,7 +205,8 @@ def run(run_cfg: RunConfig, rfm_cfg) -> dict:
   bar = None
   if run_cfg.progress:
     from tqdm.auto import tqdm
-    bar = tqdm(total=rfm_cfg.depth, desc="Deep RFM", unit="layer", file=sys.stderr)
+    bar = tqdm(total=rfm_cfg.depth, desc="Deep RFM", unit="layer", file=sys.stderr,
+               initial=0 if resume_state is None else resume_state.layer)
 
   def callback(rec):
     if bar is not None:
@@ -163,7 +216,12 @@ def run(run_cfg: RunConfig, rfm_cfg) -> dict:
   t0 = time.perf_counter()
   try:
     result = drfm.deep_rfm(x, ds.y_train, rfm_cfg, key=jax.random.key(run_cfg.seed), x_test=xt,
-                           labels_test=ds.y_test, num_classes=k, callback=callback)
+                           labels_test=ds.y_test, num_classes=k, callback=callback,
+                           resume=resume_state, on_state=lambda st: save_checkpoint(ckpt, st))
+  except DncError:
+    import shutil
+    shutil.rmtree(ckpt, ignore_errors=True)  # a failed run leaves nothing behind
+    raise
   finally:
     if bar is not None:
       bar.close()
@@ -204,10 +262,53 @@ def run(run_cfg: RunConfig, rfm_cfg) -> dict:
   plots.plot_collapse([result.layers], "nc2", out / "nc2")
   plots.plot_grams(result.grams, out / "gram", num_classes=k,
                    title=f"Gram matrices of X_l ({name}; layer {rfm_cfg.depth + 1} = final)")
+  import shutil
+  shutil.rmtree(ckpt, ignore_errors=True)
   return metrics
 
 
+def save_checkpoint(ckpt: pathlib.Path, state) -> None:
+  """Writes the state after a layer: arrays first, then the JSON that points at them."""
+  from dnc_jax import runs
+  import numpy as np
+  arrays = {"x": state.x, "x_test": state.x_test}
+  for layer, (g, lab) in state.grams.items():
+    arrays[f"gram_{layer}"], arrays[f"gram_labels_{layer}"] = g, lab
+  for i, m in enumerate(state.ms or []):
+    arrays[f"m_{i + 1}"] = m
+  name = f"state_{state.layer:04d}.npz"
+  runs.write_npz(ckpt / name, **arrays)
+  runs.write_json(ckpt / "state.json", {"layer": state.layer, "arrays": name,
+                                        "layers": state.layers, "grams": sorted(state.grams),
+                                        "num_ms": len(state.ms or []), "keep_m": state.ms is not None})
+  for old in ckpt.glob("state_*.npz"):  # only after state.json points at the new file
+    if old.name != name:
+      old.unlink()
+
+
+def load_checkpoint(ckpt: pathlib.Path, drfm):
+  """The :class:`DeepRFMState` saved in ``ckpt`` (None when there is none)."""
+  import json
+
+  import numpy as np
+  meta_path = ckpt / "state.json"
+  if not meta_path.exists():
+    return None
+  meta = json.loads(meta_path.read_text())
+  with np.load(ckpt / meta["arrays"]) as z:
+    grams = {int(l): (z[f"gram_{l}"], z[f"gram_labels_{l}"]) for l in meta["grams"]}
+    ms = [z[f"m_{i + 1}"] for i in range(meta["num_ms"])] if meta["keep_m"] else None
+    return drfm.DeepRFMState(meta["layer"], z["x"], z["x_test"], meta["layers"], grams, ms)
+
+
+def _sigterm(signum, frame):
+  raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+  import signal
+  run_cfg = None
+  previous = signal.signal(signal.SIGTERM, _sigterm)
   try:
     run_cfg, rfm_cfg = parse(argv)
     metrics = run(run_cfg, rfm_cfg)
@@ -215,8 +316,17 @@ def main(argv=None) -> int:
     print(f"deep_rfm: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    print("deep_rfm: interrupted", file=sys.stderr)
+    out = run_cfg.out if run_cfg else "OUT"
+    done = ""
+    state = pathlib.Path(out) / CHECKPOINT / "state.json"
+    if state.exists():
+      import json
+      done = f" after layer {json.loads(state.read_text())['layer']}"
+    print(f"deep_rfm: interrupted{done}; every finished layer is saved. Continue with:\n"
+          f"  bin/deep_rfm --out {out} --resume", file=sys.stderr)
     return 130
+  finally:
+    signal.signal(signal.SIGTERM, previous)
   last = metrics["layers"][-1]
   print(f"wrote {run_cfg.out}: {len(metrics['layers'])} layers in {metrics['seconds_total']:.1f} s; "
         f"layer {last['layer']} NC1 (paper convention, tr Sigma_W/tr Sigma_B): "

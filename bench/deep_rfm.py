@@ -1,0 +1,136 @@
+"""Per-stage timing of one Deep RFM layer, with achieved FLOP/s next to a plain matmul's.
+
+Stages (each jitted on its own, timed after compilation, median of --repeats):
+kernel matrix (centred-frame distances + Laplace), Cholesky solve, AGOP
+(``vmap(jacrev)`` of the kernel predictor), PSD square root (``eigh``), random
+features, and the collapse metrics of the three representations. The whole
+layer (``rfm_layer``, one jit) is timed too. FLOP counts:
+
+  kernel 2N²d, solve N³/3 + 2N²K, AGOP 2N²Kd (Jacobians) + 2NKd² (JᵀJ) + 2N²d
+  (forward), square root ≈ 9d³ (eigh) + 2d³, features 2NdD.
+
+The roofline reference is a float32 ``[N, d] × [d, N]`` matmul with HIGHEST
+precision measured in the same run; ratios are stage FLOP/s ÷ matmul FLOP/s.
+
+  python bench/deep_rfm.py --n 2000 --d 1024 --classes 10
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnc_jax import features as F
+from dnc_jax import kernels as K
+from dnc_jax import krr as R
+from dnc_jax import metrics as MT
+from dnc_jax.agop import agop_sum, default_batch_size, kernel_predictor
+
+H = jax.lax.Precision.HIGHEST
+
+
+def timeit(fn, *args, repeats=3):
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--n", type=int, default=2000)
+  p.add_argument("--d", type=int, default=1024)
+  p.add_argument("--classes", type=int, default=10)
+  p.add_argument("--width", type=int, default=1024)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--json", default=None, help="also write the results here")
+  args = p.parse_args(argv)
+  n, d, k, width = args.n, args.d, args.classes, args.width
+
+  rng = np.random.default_rng(0)
+  lab = jnp.asarray(np.repeat(np.arange(k), n // k + 1)[:n].astype(np.int32))
+  centres = rng.normal(size=(k, d))
+  x = centres[np.asarray(lab)] + rng.normal(size=(n, d))
+  x = jnp.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), jnp.float32)
+  y = 2.0 * jax.nn.one_hot(lab, k, dtype=jnp.float32) - 1.0
+  bs = default_batch_size(n, n * (k + 2))
+
+  mm = jax.jit(lambda a: jnp.matmul(a, a.T, precision=H))
+
+  @jax.jit
+  def kernel(x):
+    fr = K.centred_frame(x, lab, k)
+    return K.laplace_from_sq(K.frame_sq_distances(fr, x, lab), 2.0)
+
+  kmat = kernel(x)
+  solve = jax.jit(lambda km: R.cholesky_solve(km, y, 1e-3)[0])
+  alpha = solve(kmat)
+
+  @jax.jit
+  def agop(x, alpha):
+    fr = K.centred_frame(x, lab, k)
+    f = kernel_predictor(x, alpha, kernel="laplace", bandwidth=2.0, frame=fr)
+    return agop_sum(f, x, batch_size=bs) / n
+
+  m = agop(x, alpha)
+  m = m / jnp.max(m)
+  sqrt = MT.psd_sqrt
+  params = F.init_features(jax.random.key(0), "relu", d, width, init="uniform")
+  feats = jax.jit(lambda z: F.apply_features(params, z, "relu"))
+
+  @jax.jit
+  def metrics(z):
+    return MT.collapse_from_stats(z, lab, MT.class_stats(z, lab, k))
+
+  from dnc_jax.deep_rfm import rfm_layer
+  layer = functools.partial(rfm_layer, kernel="laplace", features="relu", width=width,
+                            weight_init="uniform", num_classes=k, global_mean="sample", batch_size=bs)
+  xt = x[:1]
+
+  stages = {
+      "matmul (reference)": (lambda: mm(x), 2 * n * n * d),
+      "kernel": (lambda: kernel(x), 2 * n * n * d),
+      "solve": (lambda: solve(kmat), n**3 / 3 + 2 * n * n * k),
+      "agop": (lambda: agop(x, alpha), 2 * n * n * k * d + 2 * n * k * d * d + 2 * n * n * d),
+      "sqrt": (lambda: sqrt(m), 11 * d**3),
+      "features": (lambda: feats(x), 2 * n * d * width),
+      "metrics x3": (lambda: [metrics(x), metrics(x), metrics(feats(x))], 3 * 6 * n * d),
+      "whole layer": (lambda: layer(x, xt, y, lab, jax.random.key(1), 2.0, 1e-3, 0.05), None),
+  }
+  results = {}
+  print(f"Deep RFM layer, N={n}, d={d}, K={k}, D={width}, float32 HIGHEST; backend "
+        f"{jax.default_backend()}, {os.cpu_count()} CPUs; median of {args.repeats}")
+  print(f"{'stage':<20}{'seconds':>10}{'GFLOP':>10}{'GFLOP/s':>10}{'÷ matmul':>10}")
+  ref = None
+  for name, (fn, flops) in stages.items():
+    t = timeit(lambda: fn(), repeats=args.repeats)
+    rate = flops / t / 1e9 if flops else None
+    if name.startswith("matmul"):
+      ref = rate
+    ratio = rate / ref if rate and ref else None
+    results[name] = {"seconds": t, "gflop": flops / 1e9 if flops else None, "gflops": rate,
+                     "ratio_to_matmul": ratio}
+    print(f"{name:<20}{t:>10.3f}{(flops or 0) / 1e9:>10.2f}{(rate or 0):>10.1f}"
+          f"{(ratio or 0):>10.2f}")
+  stage_sum = sum(v["seconds"] for k_, v in results.items() if k_ not in ("matmul (reference)", "whole layer"))
+  print(f"sum of stages {stage_sum:.3f} s; whole layer {results['whole layer']['seconds']:.3f} s")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"n": n, "d": d, "k": k, "width": width, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
