@@ -44,25 +44,28 @@ def init_features(key: jax.Array, kind: str, in_dim: int, width: int, *, init: s
     width: output dimension ``D``.
     init: ``"normal"`` (N(0, 2/D)) or ``"uniform"`` (U(±1/√d)); ReLU only.
     sigma: Cauchy scale of the cos features.
-    dtype: parameter dtype.
+    dtype: parameter dtype. The weights are always drawn in float32 and then
+      cast, so float32 and float64 runs with the same key use the same features
+      (their difference then measures arithmetic alone).
 
   Returns:
     :class:`FeatureParams` with ``w`` ``[D, d]`` and ``b`` ``[D]`` (zeros for ReLU).
   """
   kw, kb = jax.random.split(key)
+  f32 = jnp.float32
   if kind == "relu":
     if init == "normal":
-      w = jax.random.normal(kw, (width, in_dim), dtype) * math.sqrt(2.0 / width)
+      w = jax.random.normal(kw, (width, in_dim), f32) * math.sqrt(2.0 / width)
     elif init == "uniform":
       bound = 1.0 / math.sqrt(in_dim)
-      w = jax.random.uniform(kw, (width, in_dim), dtype, -bound, bound)
+      w = jax.random.uniform(kw, (width, in_dim), f32, -bound, bound)
     else:
       raise ConfigError(f"unknown ReLU weight init {init!r}; choose one of {', '.join(INITS)}")
-    return FeatureParams(w, jnp.zeros((width,), dtype))
+    return FeatureParams(w.astype(dtype), jnp.zeros((width,), dtype))
   if kind == "cos":
-    w = sigma * jax.random.cauchy(kw, (width, in_dim), dtype)
-    b = jax.random.uniform(kb, (width,), dtype, 0.0, 2.0 * math.pi)
-    return FeatureParams(w, b)
+    w = sigma * jax.random.cauchy(kw, (width, in_dim), f32)
+    b = jax.random.uniform(kb, (width,), f32, 0.0, 2.0 * math.pi)
+    return FeatureParams(w.astype(dtype), b.astype(dtype))
   raise ConfigError(f"unknown feature map {kind!r}; choose one of {', '.join(FEATURES)}")
 
 
