@@ -36,13 +36,16 @@ from dnc_jax.errors import ConfigError
 
 HIGHEST = jax.lax.Precision.HIGHEST
 _DEFAULT_BLOCK_BYTES = 512 * 2**20
+# Past a few hundred rows a block gains no matmul efficiency but loses cache locality.
+_MAX_BLOCK_ROWS = 256
 
 
 def default_batch_size(n: int, per_row_floats: int, *, itemsize: int = 4,
-                       budget_bytes: int = _DEFAULT_BLOCK_BYTES) -> int:
-  """Rows per block so that a block's intermediates fit in ``budget_bytes``."""
+                       budget_bytes: int = _DEFAULT_BLOCK_BYTES,
+                       max_rows: int = _MAX_BLOCK_ROWS) -> int:
+  """Rows per block: intermediates within ``budget_bytes``, at most ``max_rows``."""
   rows = budget_bytes // max(1, per_row_floats * itemsize)
-  return int(max(1, min(n, rows)))
+  return int(max(1, min(n, rows, max_rows)))
 
 
 def agop_sum(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, *,
@@ -104,7 +107,7 @@ def agop(fn: Callable[[jax.Array], jax.Array], x: jax.Array, *,
       (flattened to ``K`` outputs). Must be hashable (a plain function or
       ``functools.partial``); it is a static argument of the jitted computation.
     x: ``[n, d]`` (or ``[n, ...]``) rows.
-    batch_size: rows per block; ``None`` picks one from a 512 MiB budget.
+    batch_size: rows per block; ``None``: at most 256 rows within a 512 MiB budget.
 
   Returns:
     ``[d, d]`` (``d = prod(x.shape[1:])``) symmetric PSD matrix.
@@ -175,7 +178,7 @@ def kernel_agop(x_train: jax.Array, alpha: jax.Array, *, kernel: str = "laplace"
     M: optional ``[d, d]`` Mahalanobis matrix of the kernel.
     x: ``[m, d]`` rows to average over; ``None`` means the training rows, with
       each point's own term masked by index.
-    batch_size: rows per block; ``None`` picks one from a 512 MiB budget.
+    batch_size: rows per block; ``None``: at most 256 rows within a 512 MiB budget.
 
   Returns:
     ``[d, d]`` AGOP.

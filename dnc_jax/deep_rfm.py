@@ -64,7 +64,7 @@ class DeepRFMConfig:
     weight_init: ReLU weights, ``"normal"`` (N(0, 2/D)) or ``"uniform"`` (U(±1/√d)).
     sigma: Cauchy scale of the cos features.
     global_mean: ``"sample"`` or ``"class_means"`` (metrics convention).
-    agop_batch_size: rows per AGOP block (``None``: from a 512 MiB budget).
+    agop_batch_size: rows per AGOP block (``None``: at most 256 rows within 512 MiB).
     keep_m: return every layer's ``M`` (``[d, d]`` each).
     gram_layers: layers whose Gram picture is recorded (those ``≤ depth``).
     gram_per_class: rows per class in a Gram picture.

@@ -90,7 +90,7 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                  help="global mean in the metrics: sample mean, or mean of class means (the "
                       "authors' code); identical for balanced classes [sample]")
   r.add_argument("--agop-batch-size", type=int, default=None,
-                 help="rows per AGOP block (default: from a 512 MiB budget)")
+                 help="rows per AGOP block (default: at most 256 rows within a 512 MiB budget)")
   r.add_argument("--keep-m", action="store_true", help="also save every layer's M to ms.npz")
   o = p.add_argument_group("run")
   o.add_argument("--seed", type=int, default=0, help="PRNG seed of the random feature maps")
