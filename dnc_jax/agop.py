@@ -113,6 +113,10 @@ def agop(fn: Callable[[jax.Array], jax.Array], x: jax.Array, *,
     ``[d, d]`` (``d = prod(x.shape[1:])``) symmetric PSD matrix.
   """
   _check_rows(x)
+  if batch_size is not None and int(batch_size) < 1:
+    raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+  from dnc_jax import validate
+  validate.finite(x, "x")
   if batch_size is None:
     out = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape[1:], x.dtype))
     k = max(1, int(np.prod(out.shape)))
@@ -183,8 +187,18 @@ def kernel_agop(x_train: jax.Array, alpha: jax.Array, *, kernel: str = "laplace"
   Returns:
     ``[d, d]`` AGOP.
   """
-  _check_rows(x_train, "x_train")
+  from dnc_jax import validate
+  validate.rows(x_train, "x_train")
   kernels_lib.check_bandwidth(bandwidth)
+  if getattr(alpha, "ndim", None) != 2 or alpha.shape[0] != x_train.shape[0]:
+    raise ConfigError(f"alpha must have shape [n, K] with n = {x_train.shape[0]} (the rows of "
+                      f"x_train), got {getattr(alpha, 'shape', None)}")
+  if x is not None:
+    validate.rows(x, "x", dim=x_train.shape[1])
+  if M is not None:
+    validate.square(M, "M", x_train.shape[1])
+  validate.finite(x_train, "x_train")
+  validate.finite(alpha, "alpha")
   exclude_self = x is None
   x = x_train if x is None else x
   if batch_size is None:

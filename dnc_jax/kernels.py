@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dnc_jax.errors import ConfigError
 
@@ -115,7 +116,7 @@ def check_bandwidth(bandwidth) -> None:
   """Raises ConfigError for a concrete bandwidth that is not positive and finite."""
   if isinstance(bandwidth, jax.core.Tracer):
     return
-  b = float(jnp.asarray(bandwidth))
+  b = float(np.asarray(bandwidth))
   if not (b > 0.0 and b < float("inf")):
     raise ConfigError(f"bandwidth must be a positive finite number, got {bandwidth}; "
                       "the paper uses L = 2.0 (--bandwidth 2.0)")
@@ -125,7 +126,16 @@ def _checked(fn):
   jitted = jax.jit(fn)
 
   def wrapper(x, z, *, bandwidth, M=None):
+    from dnc_jax import validate
     check_bandwidth(bandwidth)
+    if not validate.is_traced(x, z, M):
+      validate.rows(x, "x")
+      validate.rows(z, "z", dim=x.shape[1])
+      if M is not None:
+        validate.square(M, "M", x.shape[1])
+      for a, name in ((x, "x"), (z, "z"), (M, "M")):
+        if a is not None:
+          validate.finite(a, name)
     return jitted(x, z, bandwidth=bandwidth, M=M)
 
   wrapper.__name__, wrapper.__qualname__, wrapper.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__

@@ -98,9 +98,16 @@ def krr_fit(x: jax.Array, y: jax.Array, *, kernel: str = "laplace", bandwidth=2.
   Raises:
     SolveError: the system is singular (says so, suggests a ridge).
   """
+  from dnc_jax import validate
   kernels_lib.kernel_from_sq(kernel)
   kernels_lib.check_bandwidth(bandwidth)
   check_ridge(ridge)
+  validate.rows(x, "x")
+  if getattr(y, "ndim", None) != 2 or y.shape[0] != x.shape[0]:
+    raise ConfigError(f"y must have shape [n, K] = [{x.shape[0]}, K], got "
+                      f"{getattr(y, 'shape', None)}; one-hot targets, e.g. data.one_hot_pm1")
+  validate.finite(x, "x")
+  validate.finite(y, "y")
   alpha, ok = _fit(x, y, bandwidth, ridge, M, kernel)
   if not bool(ok):
     raise solve_error(float(ridge), x.shape[0])
@@ -116,5 +123,12 @@ def _predict(x_train, alpha, x, bandwidth, M, kernel):
 def krr_predict(x_train: jax.Array, alpha: jax.Array, x: jax.Array, *, kernel: str = "laplace",
                 bandwidth=2.0, M: jax.Array | None = None) -> jax.Array:
   """Predictions ``[m, K]`` of the fitted predictor at rows ``x`` ``[m, d]``."""
+  from dnc_jax import validate
   kernels_lib.check_bandwidth(bandwidth)
+  validate.rows(x_train, "x_train")
+  validate.rows(x, "x", dim=x_train.shape[1])
+  if getattr(alpha, "ndim", None) != 2 or alpha.shape[0] != x_train.shape[0]:
+    raise ConfigError(f"alpha must have shape [n, K] with n = {x_train.shape[0]} (the rows of "
+                      f"x_train), got {getattr(alpha, 'shape', None)}")
+  validate.finite(x, "x")
   return _predict(x_train, alpha, x, bandwidth, M, kernel)

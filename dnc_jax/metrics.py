@@ -152,6 +152,9 @@ def check_labels(x, labels, num_classes: int, *, min_per_class: int = 2) -> None
   if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
     raise ConfigError(f"labels must lie in 0..{num_classes - 1}, found range "
                       f"[{lab.min()}, {lab.max()}]; relabel or raise num_classes")
+  if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(jnp.asarray(x)))):
+    raise ConfigError("x contains NaN or Inf values; collapse metrics of such data are undefined: "
+                      "clean the data first")
   counts = np.bincount(lab, minlength=num_classes)
   small = [c for c in range(num_classes) if counts[c] < min_per_class]
   if small:
@@ -169,7 +172,10 @@ def collapse_metrics(x: jax.Array, labels: jax.Array, *, num_classes: int,
     ``tr_w``, ``tr_b``, ``tr_t``, ``tr_w_over_t``, ``tr_b_over_t`` (see
     :data:`CONVENTIONS`).
   """
-  check_labels(x, labels, num_classes)
+  if not (isinstance(x, jax.core.Tracer) or isinstance(labels, jax.core.Tracer)):
+    check_labels(x, labels, num_classes)  # host-side; skipped under jit
+  if global_mean not in GLOBAL_MEANS:
+    raise ConfigError(f"unknown global mean {global_mean!r}; choose one of {', '.join(GLOBAL_MEANS)}")
   return _collapse(x, jnp.asarray(labels), int(num_classes), global_mean)
 
 
@@ -248,18 +254,37 @@ def gram_picture(x, labels, *, num_classes: int, per_class: int | None = None):
   return jnp.matmul(xs, xs.T, precision=HIGHEST), lab[order]
 
 
+def _same_shape(a, b):
+  if np.shape(a) != np.shape(b):
+    raise ConfigError(f"the two matrices must have the same shape, got {np.shape(a)} and "
+                      f"{np.shape(b)}")
+
+
 @jax.jit
-def nfa_correlation(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Pearson correlation of the entries of two matrices (each minus its mean entry)."""
+def _pearson(a, b):
   a = a - jnp.mean(a)
   b = b - jnp.mean(b)
   return jnp.sum(a * b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
 
 
+def nfa_correlation(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Pearson correlation of the entries of two matrices (each minus its mean entry).
+
+  Used for the Neural Feature Ansatz: ``nfa_correlation(WᵀW, psd_sqrt(AGOP))``.
+  """
+  _same_shape(a, b)
+  return _pearson(a, b)
+
+
 @jax.jit
+def _cosine(a, b):
+  return jnp.sum(a * b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+
+
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
   """Cosine of the angle between two matrices seen as vectors (ρ of Ansatz 3.1)."""
-  return jnp.sum(a * b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+  _same_shape(a, b)
+  return _cosine(a, b)
 
 
 @jax.jit
