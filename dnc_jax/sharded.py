@@ -402,7 +402,7 @@ def _gram(x_pad, n, labels_np, num_classes, per_class):
   mean = jnp.sum(xs[:n], axis=0) / n          # the sample mean of ALL rows
   xs = xs[jnp.asarray(order)] - mean
   xs = xs / jnp.linalg.norm(xs, axis=1, keepdims=True)
-  return np.asarray(jnp.matmul(xs, xs.T, precision=HIGHEST)), labels_np[order]
+  return to_host(jnp.matmul(xs, xs.T, precision=HIGHEST)), labels_np[order]
 
 
 def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key: jax.Array,

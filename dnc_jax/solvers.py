@@ -419,7 +419,7 @@ def cg_options(n_loc: int, n: int, d: int, itemsize: int, *, tol=None, max_iter:
                dtype=None) -> CGOptions:
   """CG options for ``n_loc`` rows per device out of ``n``: caches the kernel row
   block when ``n_loc × n`` fits in half of ``memory_bytes``, else recomputes it in
-  blocks of rows sized to that budget.
+  blocks of rows sized to that budget; at most ``n // 4`` Nyström landmarks.
   """
   if preconditioner not in PRECONDITIONERS:
     raise ConfigError(f"unknown preconditioner {preconditioner!r}; choose one of "
@@ -434,7 +434,10 @@ def cg_options(n_loc: int, n: int, d: int, itemsize: int, *, tol=None, max_iter:
   cache = n_loc * n * itemsize <= memory_bytes // 2
   # A recomputed block holds a few [b, N] arrays and a [b, d] slice.
   block = max(1, min(n_loc, (memory_bytes // 4) // max(1, (4 * n + d) * itemsize)))
-  return CGOptions(float(tol), int(max_iter), preconditioner, int(max(1, min(rank, n))),
+  # More landmarks than N/4 make building the preconditioner (an s × s eigh on
+  # every device) cost as much as the Cholesky it replaces.
+  rank = max(1, min(int(rank), n // 4))
+  return CGOptions(float(tol), int(max_iter), preconditioner, rank,
                    int(block), bool(cache))
 
 
@@ -497,7 +500,7 @@ def solve(x: jax.Array, y: jax.Array, *, kernel: str = "laplace", bandwidth=2.0,
     tol: CG relative residual (default 1e-4 in float32, 1e-8 in float64).
     max_iter: CG iteration cap.
     preconditioner: ``"nystrom"`` or ``"none"`` (plain CG).
-    rank: Nyström landmarks ``s``.
+    rank: Nyström landmarks ``s`` (at most ``N // 4``).
     cache: keep the ``[N, N]`` kernel for the CG products (default: when it
       fits in half of ``memory_bytes``); ``False`` recomputes row blocks.
 
