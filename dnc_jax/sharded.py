@@ -411,7 +411,8 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
                      solver: str = "cholesky", cg_tol: float | None = None,
                      cg_max_iter: int = 2000, cg_rank: int = 1000,
                      preconditioner: str = "nystrom", memory_bytes: int | None = None,
-                     callback: Callable[[dict], None] | None = None) -> drfm.DeepRFMResult:
+                     callback: Callable[[dict], None] | None = None,
+                     resume=None, on_state=None) -> drfm.DeepRFMResult:
   r""":func:`dnc_jax.deep_rfm.deep_rfm` on a device mesh, with a choice of solver.
 
   The rows (train and test) stay sharded across layers; only metrics,
@@ -432,6 +433,9 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
     cg_rank: Nyström landmarks.
     preconditioner: ``"nystrom"`` or ``"none"``.
     memory_bytes: per-device memory budget (default: half of one device).
+    resume, on_state: as :func:`~dnc_jax.deep_rfm.deep_rfm` (a
+      ``DeepRFMState`` to continue from; a function called with one after each
+      layer — it gathers the rows to the host, so it costs ``N D`` per layer).
 
   Returns:
     :class:`~dnc_jax.deep_rfm.DeepRFMResult`; each layer record also has
@@ -500,7 +504,18 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
     return rec
 
   layers, ms, grams = [], [] if config.keep_m else None, {}
-  for layer in range(1, config.depth + 1):
+  start = 1
+  if resume is not None:
+    if resume.layer > config.depth or resume.x.shape[0] != n:
+      raise ConfigError(f"cannot resume: the saved state (layer {resume.layer}, "
+                        f"{resume.x.shape[0]} rows) does not fit this run (depth "
+                        f"{config.depth}, {n} rows)")
+    start = resume.layer + 1
+    xs = shard_rows(np.asarray(resume.x, dtype), mesh, n_pad)
+    xts = shard_rows(np.asarray(resume.x_test, dtype), mesh, nt_pad)
+    layers, grams = list(resume.layers), dict(resume.grams)
+    ms = None if not config.keep_m else list(resume.ms or [])
+  for layer in range(start, config.depth + 1):
     t0 = time.perf_counter()
     d_in = xs.shape[1]
     width = config.width or d_in
@@ -529,9 +544,12 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
     if ms is not None:
       ms.append(to_host(m))
     layers.append(record)
+    xs, xts = xn, xtn
+    if on_state is not None:
+      on_state(drfm.DeepRFMState(layer, to_host(xs)[:n], to_host(xts)[:nt], list(layers),
+                                 dict(grams), None if ms is None else list(ms)))
     if callback is not None:
       callback(record)
-    xs, xts = xn, xtn
 
   t0 = time.perf_counter()
   tp, ttp, ok, info = _sharded_layer(
