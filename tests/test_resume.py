@@ -63,3 +63,17 @@ def test_interrupted_run_is_protected(tmp_path, capsys):
   (out / "checkpoint").mkdir(parents=True)
   assert cli.main(ARGS + ["--out", str(out)]) == 2
   assert "interrupted run; continue it with --resume" in capsys.readouterr().err
+
+
+def test_same_seed_gives_identical_metrics_json(tmp_path):
+  args = ["--dataset", "synthetic", "--n", "80", "--n-test", "20", "--depth", "2", "--width", "32",
+          "--no-progress"]
+  for name in ("a", "b"):
+    assert cli.main(args + ["--out", str(tmp_path / name)]) == 0
+  a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+  b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+  dump = lambda m: json.dumps(_strip_times(m), sort_keys=True)
+  assert dump(a) == dump(b)
+  assert cli.main(args + ["--seed", "1", "--out", str(tmp_path / "c")]) == 0
+  c = json.loads((tmp_path / "c" / "metrics.json").read_text())
+  assert c["layers"][0]["nc1"]["features"] != a["layers"][0]["nc1"]["features"]
