@@ -21,6 +21,25 @@ from dnc_jax.metrics import (collapse_metrics, cosine_similarity, covariance_tra
                              nc1, nc2, nfa_correlation, psd_sqrt)
 
 
+# Heavier parts (Flax networks, training, sharding) load on first use.
+_LAZY = {
+    "make_model": "dnc_jax.nets", "TrainConfig": "dnc_jax.train",
+    "paper_defaults": "dnc_jax.train", "DivergenceError": "dnc_jax.train",
+    "probe_head": "dnc_jax.probes", "tail_agop": "dnc_jax.probes", "nc1_shares": "dnc_jax.probes",
+    "sharded_deep_rfm": "dnc_jax.sharded", "sharded_rfm_layer": "dnc_jax.sharded",
+    "deep_rfm_cg": "dnc_jax.sharded", "make_mesh": "dnc_jax.sharded",
+    "solve": "dnc_jax.solvers", "conjugate_gradient": "dnc_jax.solvers",
+    "nystrom_preconditioner": "dnc_jax.solvers", "choose_solver": "dnc_jax.solvers",
+}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    import importlib
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'dnc_jax' has no attribute {name!r}")
+
+
 def load_dataset(*args, **kwargs):
   """See :func:`dnc_jax.data.load_dataset` (imported lazily)."""
   from dnc_jax import data

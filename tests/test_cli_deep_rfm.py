@@ -101,3 +101,20 @@ def test_import_is_light():
           "('tensorflow_datasets', 'matplotlib', 'tensorflow')]; print(bad); sys.exit(bool(bad))")
   proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
   assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cg_solver_and_devices(tmp_path, capsys):
+  base = ["--dataset", "synthetic", "--n", "120", "--n-test", "20", "--depth", "2", "--width", "32",
+          "--no-progress"]
+  code, _, err = _run(base + ["--out", str(tmp_path / "chol")], capsys)
+  assert code == 0, err
+  code, _, err = _run(base + ["--solver", "cg", "--cg-tol", "1e-6", "--out", str(tmp_path / "cg")],
+                      capsys)
+  assert code == 0, err
+  a = json.loads((tmp_path / "chol" / "metrics.json").read_text())["layers"]
+  b = json.loads((tmp_path / "cg" / "metrics.json").read_text())["layers"]
+  for ra, rb in zip(a, b):
+    for rep in ("input", "agop", "features"):
+      assert abs(ra["nc1"][rep] / rb["nc1"][rep] - 1) < 0.01
+  code, _, err = _run(base + ["--devices", "64", "--out", str(tmp_path / "many")], capsys)
+  assert code == 2 and "xla_force_host_platform_device_count" in err

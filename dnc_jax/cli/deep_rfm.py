@@ -35,6 +35,11 @@ class RunConfig:
   overwrite: bool = False
   progress: bool = True
   resume: bool = False
+  devices: int = 0
+  solver: str = "cholesky"
+  cg_tol: float | None = None
+  cg_max_iter: int = 2000
+  cg_rank: int = 1000
   options: dict = dataclasses.field(default_factory=dict)   # the parsed flags, for --resume
 
 
@@ -92,6 +97,19 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
   r.add_argument("--agop-batch-size", type=int, default=None,
                  help="rows per AGOP block (default: at most 256 rows within a 512 MiB budget)")
   r.add_argument("--keep-m", action="store_true", help="also save every layer's M to ms.npz")
+  s = p.add_argument_group("scale (docs/scaling.md)")
+  s.add_argument("--devices", type=int, default=0,
+                 help="devices to shard the training rows over (0: all visible; on CPU simulate N "
+                      "with XLA_FLAGS=--xla_force_host_platform_device_count=N)")
+  s.add_argument("--solver", default="cholesky", choices=("cholesky", "cg", "auto"),
+                 help="KRR solver: Cholesky (N x N on one device), matrix-free Nystrom-"
+                      "preconditioned conjugate gradients, or auto (Cholesky when 3N^2 floats fit "
+                      "in half a device's memory)")
+  s.add_argument("--cg-tol", type=float, default=None,
+                 help="CG relative residual [1e-4 float32, 1e-8 float64]")
+  s.add_argument("--cg-max-iter", type=int, default=2000, help="CG iteration cap")
+  s.add_argument("--cg-rank", type=int, default=1000,
+                 help="Nystrom preconditioner landmarks (at most N/4)")
   o = p.add_argument_group("run")
   o.add_argument("--seed", type=int, default=0, help="PRNG seed of the random feature maps")
   o.add_argument("--x64", action="store_true", help="compute in float64")
@@ -147,7 +165,10 @@ def parse(argv=None):
       dataset=args.dataset, data_dir=args.data_dir, n=args.n, n_test=args.n_test,
       classes=args.classes, balanced=args.balanced, cache=not args.no_cache, seed=args.seed,
       x64=args.x64, out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
-      resume=args.resume, options=vars(args))
+      resume=args.resume, devices=args.devices, solver=args.solver, cg_tol=args.cg_tol,
+      cg_max_iter=args.cg_max_iter, cg_rank=args.cg_rank, options=vars(args))
+  if run_cfg.devices < 0:
+    raise DncError(f"--devices must be ≥ 0 (0 = all visible devices), got {run_cfg.devices}")
   rfm_cfg = drfm.preset_config(
       args.preset, depth=args.depth, kernel=args.kernel, bandwidth=args.bandwidth,
       ridge=args.ridge, features=args.features, width=args.width,
@@ -215,9 +236,18 @@ def run(run_cfg: RunConfig, rfm_cfg) -> dict:
 
   t0 = time.perf_counter()
   try:
-    result = drfm.deep_rfm(x, ds.y_train, rfm_cfg, key=jax.random.key(run_cfg.seed), x_test=xt,
-                           labels_test=ds.y_test, num_classes=k, callback=callback,
-                           resume=resume_state, on_state=lambda st: save_checkpoint(ckpt, st))
+    common = dict(key=jax.random.key(run_cfg.seed), x_test=xt, labels_test=ds.y_test,
+                  num_classes=k, callback=callback, resume=resume_state,
+                  on_state=lambda st: save_checkpoint(ckpt, st))
+    devices = run_cfg.devices or jax.device_count()
+    if devices > 1 or run_cfg.solver != "cholesky":
+      from dnc_jax import sharded
+      result = sharded.sharded_deep_rfm(x, ds.y_train, rfm_cfg, devices=devices,
+                                        solver=run_cfg.solver, cg_tol=run_cfg.cg_tol,
+                                        cg_max_iter=run_cfg.cg_max_iter, cg_rank=run_cfg.cg_rank,
+                                        **common)
+    else:
+      result = drfm.deep_rfm(x, ds.y_train, rfm_cfg, **common)
   except DncError:
     import shutil
     shutil.rmtree(ckpt, ignore_errors=True)  # a failed run leaves nothing behind
