@@ -57,7 +57,48 @@ def main(argv=None):
   p.add_argument("--width", type=int, default=1024)
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--json", default=None, help="also write the results here")
+  p.add_argument("--scaling", default=None,
+                 help="comma-separated N values: time every stage at each N and fit the exponent "
+                      "of time ~ N^p per stage (log-log least squares); writes --figure")
+  p.add_argument("--figure", default="scaling.png", help="log-log figure of --scaling")
   args = p.parse_args(argv)
+  if args.scaling:
+    return scaling(args)
+  return bench_one(args)
+
+
+def scaling(args):
+  ns = [int(v) for v in args.scaling.split(",")]
+  per_n = {}
+  for n in ns:
+    sub = argparse.Namespace(**{**vars(args), "n": n, "scaling": None, "json": None})
+    per_n[n] = bench_one(sub, quiet=True)
+  stages = [s for s in per_n[ns[0]] if s != "matmul (reference)"]
+  print(f"\nscaling over N = {ns} (d={args.d}, K={args.classes}, D={args.width}); seconds and "
+        "fitted exponent p of time ~ N^p")
+  print(f"{'stage':<20}" + "".join(f"{n:>10}" for n in ns) + f"{'p':>8}")
+  fits = {}
+  for s in stages:
+    t = np.array([per_n[n][s]["seconds"] for n in ns])
+    p_ = float(np.polyfit(np.log(ns), np.log(t), 1)[0])
+    fits[s] = p_
+    print(f"{s:<20}" + "".join(f"{v:>10.3f}" for v in t) + f"{p_:>8.2f}")
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  for s in stages:
+    ax.loglog(ns, [per_n[n][s]["seconds"] for n in ns], "-o", ms=3, label=f"{s} (p = {fits[s]:.2f})")
+  ax.set_xlabel("N (training points)")
+  ax.set_ylabel("seconds (median)")
+  ax.set_title(f"Deep RFM layer stages, d = {args.d}, float32 HIGHEST", fontsize=9)
+  ax.legend(fontsize=7)
+  ax.grid(True, which="both", alpha=0.3)
+  fig.savefig(args.figure, dpi=150, bbox_inches="tight")
+  print(f"wrote {args.figure}")
+
+
+def bench_one(args, quiet=False):
   n, d, k, width = args.n, args.d, args.classes, args.width
 
   rng = np.random.default_rng(0)
@@ -111,9 +152,10 @@ def main(argv=None):
       "whole layer": (lambda: layer(x, xt, y, lab, jax.random.key(1), 2.0, 1e-3, 0.05), None),
   }
   results = {}
-  print(f"Deep RFM layer, N={n}, d={d}, K={k}, D={width}, float32 HIGHEST; backend "
+  say = (lambda *a, **kw: None) if quiet else print
+  say(f"Deep RFM layer, N={n}, d={d}, K={k}, D={width}, float32 HIGHEST; backend "
         f"{jax.default_backend()}, {os.cpu_count()} CPUs; median of {args.repeats}")
-  print(f"{'stage':<20}{'seconds':>10}{'GFLOP':>10}{'GFLOP/s':>10}{'÷ matmul':>10}")
+  say(f"{'stage':<20}{'seconds':>10}{'GFLOP':>10}{'GFLOP/s':>10}{'÷ matmul':>10}")
   ref = None
   for name, (fn, flops) in stages.items():
     t = timeit(lambda: fn(), repeats=args.repeats)
@@ -123,13 +165,14 @@ def main(argv=None):
     ratio = rate / ref if rate and ref else None
     results[name] = {"seconds": t, "gflop": flops / 1e9 if flops else None, "gflops": rate,
                      "ratio_to_matmul": ratio}
-    print(f"{name:<20}{t:>10.3f}{(flops or 0) / 1e9:>10.2f}{(rate or 0):>10.1f}"
+    say(f"{name:<20}{t:>10.3f}{(flops or 0) / 1e9:>10.2f}{(rate or 0):>10.1f}"
           f"{(ratio or 0):>10.2f}")
   stage_sum = sum(v["seconds"] for k_, v in results.items() if k_ not in ("matmul (reference)", "whole layer"))
-  print(f"sum of stages {stage_sum:.3f} s; whole layer {results['whole layer']['seconds']:.3f} s")
+  say(f"sum of stages {stage_sum:.3f} s; whole layer {results['whole layer']['seconds']:.3f} s")
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"n": n, "d": d, "k": k, "width": width, "results": results}, f, indent=2)
+  return results
 
 
 if __name__ == "__main__":
