@@ -223,6 +223,10 @@ def run(run_cfg: RunConfig, rfm_cfg) -> dict:
       "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
                       "devices": [str(d) for d in jax.devices()], "python": platform.python_version()},
   }
+  if not run_cfg.x64 and rfm_cfg.depth > 15:
+    print("deep_rfm: note: in float32, NC1/NC2 beyond layer ~15 can differ from float64 by "
+          "10-25% (docs/numerics.md); use --x64 for quantitative claims about deep layers",
+          file=sys.stderr)
   bar = None
   if run_cfg.progress:
     from tqdm.auto import tqdm
