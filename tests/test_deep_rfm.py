@@ -96,7 +96,16 @@ def test_jit_and_no_jit_agree(x64):
   jitted = drfm.rfm_layer(*args, **kw)
   with jax.disable_jit():
     eager = drfm.rfm_layer.__wrapped__(*args, **kw)
-  chex.assert_trees_all_close(jitted, eager, rtol=1e-9, atol=1e-12)
+  # Everything up to the AGOP projection agrees to float64 round-off ...
+  chex.assert_trees_all_close(
+      (jitted[2].m, jitted[2].train_pred, jitted[2].test_pred, jitted[2].metrics["input"],
+       jitted[2].metrics["agop"]),
+      (eager[2].m, eager[2].train_pred, eager[2].test_pred, eager[2].metrics["input"],
+       eager[2].metrics["agop"]), rtol=1e-9, atol=1e-12)
+  # ... the random features to float32 round-off: their weights are drawn in float32 (so
+  # that float32 and float64 runs share them) and XLA may fuse that sampling differently.
+  chex.assert_trees_all_close((jitted[0], jitted[1], jitted[2].metrics["features"]),
+                              (eager[0], eager[1], eager[2].metrics["features"]), rtol=1e-6)
 
 
 def test_layer_matches_independent_numpy_layer(x64):
