@@ -18,7 +18,7 @@ run: env
 	$(VENV)/bin/python bin/deep_rfm --out $(OUT) --overwrite
 
 test: env
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 clean-env:
 	rm -rf $(VENV)
