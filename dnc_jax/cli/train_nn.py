@@ -123,7 +123,14 @@ def run(cfg, out, resume: bool, plots: bool):
   return result
 
 
+def _sigterm(signum, frame):
+  raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+  import signal
+  out = None
+  previous = signal.signal(signal.SIGTERM, _sigterm)
   try:
     cfg, out, resume, plots = parse(argv)
     result = run(cfg, out, resume, plots)
@@ -131,8 +138,12 @@ def main(argv=None) -> int:
     print(f"train_nn: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    print("train_nn: interrupted (resume with --resume from the last checkpoint)", file=sys.stderr)
+    where = out if out is not None else "OUT"
+    print(f"train_nn: interrupted; the last measurement's checkpoint is kept. Continue with:\n"
+          f"  bin/train_nn --resume {where}", file=sys.stderr)
     return 130
+  finally:
+    signal.signal(signal.SIGTERM, previous)
   last = result.history[-1]
   probed = [r for r in result.history if "layers" in r]
   nfa = ", ".join(f"{r['nfa']['sqrt_agop']:.3f}" for r in probed[-1]["layers"]) if probed else "-"
