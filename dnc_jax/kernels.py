@@ -185,10 +185,18 @@ class CentredFrame(NamedTuple):
   onehot: jax.Array
 
 
-def centred_frame(x: jax.Array, labels: jax.Array, num_classes: int) -> CentredFrame:
-  """Builds the :class:`CentredFrame` of training rows ``x`` ``[N, d]``."""
-  counts = jax.ops.segment_sum(jnp.ones((x.shape[0],), x.dtype), labels, num_segments=num_classes)
-  means = jax.ops.segment_sum(x, labels, num_segments=num_classes) / jnp.maximum(counts, 1.0)[:, None]
+def centred_frame(x: jax.Array, labels: jax.Array, num_classes: int, *,
+                  means: jax.Array | None = None) -> CentredFrame:
+  """Builds the :class:`CentredFrame` of training rows ``x`` ``[N, d]``.
+
+  ``means`` ``[K, d]`` are the class means (computed from ``x`` when ``None``; a
+  sharded caller passes the means of all devices' rows).
+  """
+  if means is None:
+    counts = jax.ops.segment_sum(jnp.ones((x.shape[0],), x.dtype), labels,
+                                 num_segments=num_classes)
+    means = (jax.ops.segment_sum(x, labels, num_segments=num_classes)
+             / jnp.maximum(counts, 1.0)[:, None])
   resid = x - means[labels]
   diff = means[:, None, :] - means[None, :, :]
   resid_means = jnp.matmul(resid, means.T, precision=HIGHEST)

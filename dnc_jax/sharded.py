@@ -146,16 +146,8 @@ def to_host(a: jax.Array) -> np.ndarray:
 # -- per-device pieces (run inside shard_map) -----------------------------------------
 
 def _frame_from_means(x, labels, means, num_classes) -> kernels_lib.CentredFrame:
-  # kernels.centred_frame with the (psum-reduced) class means given.
-  resid = x - means[labels]
-  diff = means[:, None, :] - means[None, :, :]
-  resid_means = jnp.matmul(resid, means.T, precision=HIGHEST)
-  own = jnp.take_along_axis(resid_means, labels[:, None], axis=1)[:, 0]
-  own_const = jnp.sum(resid * resid, axis=1) + 2.0 * own
-  msd = jnp.sum(diff * diff, axis=-1)
-  onehot = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)
-  return kernels_lib.CentredFrame(labels, means, resid, resid_means, own_const, msd[labels],
-                                  onehot)
+  # The one-device frame, with the (psum-reduced) class means of all rows.
+  return kernels_lib.centred_frame(x, labels, num_classes, means=means)
 
 
 def _class_sums(z, labels, w, num_classes, axis_name):
