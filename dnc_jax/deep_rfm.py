@@ -43,6 +43,7 @@ from dnc_jax.agop import agop_sum, default_batch_size, kernel_predictor
 from dnc_jax import kernels as kernels_lib
 from dnc_jax import krr as krr_lib
 from dnc_jax import metrics as metrics_lib
+from dnc_jax import validate
 from dnc_jax.errors import ConfigError
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -248,6 +249,18 @@ class DeepRFMState(NamedTuple):
   ms: list | None
 
 
+def resume_point(resume: DeepRFMState | None, config: DeepRFMConfig, n: int):
+  """``(first layer to run, layer records, grams, ms)`` for a fresh or resumed run."""
+  if resume is None:
+    return 1, [], {}, [] if config.keep_m else None
+  if resume.layer > config.depth or resume.x.shape[0] != n:
+    raise ConfigError(f"cannot resume: the saved state (layer {resume.layer}, "
+                      f"{resume.x.shape[0]} rows) does not fit this run (depth "
+                      f"{config.depth}, {n} rows)")
+  ms = list(resume.ms or []) if config.keep_m else None
+  return resume.layer + 1, list(resume.layers), dict(resume.grams), ms
+
+
 def _accuracy(pred, labels) -> float | None:
   if labels is None or len(labels) == 0:
     return None
@@ -255,15 +268,11 @@ def _accuracy(pred, labels) -> float | None:
 
 
 def _check_data(x, labels, x_test, labels_test, num_classes):
-  metrics_lib.check_labels(x, labels, num_classes)
-  if not np.all(np.isfinite(np.asarray(x))):
-    raise ConfigError("the training data contain NaN or Inf values; clean or impute them "
-                      "before running Deep RFM")
+  metrics_lib.check_labels(x, labels, num_classes)  # shapes, labels and NaN/Inf of x
   if x_test is not None:
     if x_test.ndim != 2 or x_test.shape[1] != x.shape[1]:
       raise ConfigError(f"x_test must have shape [n_test, {x.shape[1]}], got {x_test.shape}")
-    if not np.all(np.isfinite(np.asarray(x_test))):
-      raise ConfigError("the test data contain NaN or Inf values; clean them first")
+    validate.finite(x_test, "x_test")
     if labels_test is None or np.asarray(labels_test).shape != (x_test.shape[0],):
       raise ConfigError("labels_test must be given with x_test, shape [n_test]")
 
@@ -313,17 +322,9 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
   y = 2.0 * jax.nn.one_hot(lab, num_classes, dtype=dtype) - 1.0
   n = x.shape[0]
 
-  layers, ms, grams = [], [] if config.keep_m else None, {}
-  start = 1
+  start, layers, grams, ms = resume_point(resume, config, n)
   if resume is not None:
-    if resume.layer > config.depth or resume.x.shape[0] != n:
-      raise ConfigError(f"cannot resume: the saved state (layer {resume.layer}, "
-                        f"{resume.x.shape[0]} rows) does not fit this run (depth "
-                        f"{config.depth}, {n} rows)")
-    start = resume.layer + 1
     x, x_test = jnp.asarray(resume.x, dtype), jnp.asarray(resume.x_test, dtype)
-    layers, grams = list(resume.layers), dict(resume.grams)
-    ms = None if not config.keep_m else list(resume.ms or [])
   for layer in range(start, config.depth + 1):
     t0 = time.perf_counter()
     d_in = x.shape[1]
@@ -336,8 +337,7 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
         global_mean=config.global_mean, batch_size=bs)
     jax.block_until_ready(x_next)
     if not bool(out.solve_ok):
-      raise krr_lib.solve_error(config.ridge, n).__class__(
-          f"layer {layer}: " + str(krr_lib.solve_error(config.ridge, n)))
+      raise krr_lib.solve_error(config.ridge, n, f"layer {layer}")
     mets = jax.tree.map(float, out.metrics)
     record = {
         "layer": layer,
@@ -367,8 +367,7 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
   train_pred, test_pred, ok = final_krr(x, x_test, y, lab, config.bandwidth, config.ridge,
                                         kernel=config.kernel, num_classes=num_classes)
   if not bool(ok):
-    raise krr_lib.solve_error(config.ridge, n).__class__(
-        "final KRR: " + str(krr_lib.solve_error(config.ridge, n)))
+    raise krr_lib.solve_error(config.ridge, n, "final KRR")
   final = {"train_acc": _accuracy(train_pred, labels_np),
            "test_acc": _accuracy(test_pred, labels_test),
            "seconds": time.perf_counter() - t0}

@@ -53,8 +53,13 @@ def cholesky_solve(kmat: jax.Array, y: jax.Array, ridge) -> tuple[jax.Array, jax
   return alpha, ok
 
 
-def solve_error(ridge: float, n: int) -> SolveError:
-  """The error for a failed factorisation, with the fix."""
+def solve_error(ridge: float, n: int, where: str | None = None) -> SolveError:
+  """The error for a failed factorisation, with the fix; ``where`` prefixes it (e.g. a layer)."""
+  err = _solve_error(ridge, n)
+  return SolveError(f"{where}: {err}") if where else err
+
+
+def _solve_error(ridge: float, n: int) -> SolveError:
   if ridge == 0:
     return SolveError(
         f"the ridgeless kernel system (n = {n}) is singular: the kernel matrix is not "

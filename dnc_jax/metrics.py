@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnc_jax import validate
 from dnc_jax.errors import ConfigError
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -152,9 +153,7 @@ def check_labels(x, labels, num_classes: int, *, min_per_class: int = 2) -> None
   if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
     raise ConfigError(f"labels must lie in 0..{num_classes - 1}, found range "
                       f"[{lab.min()}, {lab.max()}]; relabel or raise num_classes")
-  if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(jnp.asarray(x)))):
-    raise ConfigError("x contains NaN or Inf values; collapse metrics of such data are undefined: "
-                      "clean the data first")
+  validate.finite(x, "x")
   counts = np.bincount(lab, minlength=num_classes)
   small = [c for c in range(num_classes) if counts[c] < min_per_class]
   if small:

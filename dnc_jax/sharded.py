@@ -491,22 +491,13 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
         cg = opts(1)
         raise solvers.cg_error(rec["residuals"][-1], cg.tol, cg.max_iter, config.ridge, n,
                                where)
-      err = krr_lib.solve_error(config.ridge, n)
-      raise err.__class__(f"{where}: {err}")
+      raise krr_lib.solve_error(config.ridge, n, where)
     return rec
 
-  layers, ms, grams = [], [] if config.keep_m else None, {}
-  start = 1
+  start, layers, grams, ms = drfm.resume_point(resume, config, n)
   if resume is not None:
-    if resume.layer > config.depth or resume.x.shape[0] != n:
-      raise ConfigError(f"cannot resume: the saved state (layer {resume.layer}, "
-                        f"{resume.x.shape[0]} rows) does not fit this run (depth "
-                        f"{config.depth}, {n} rows)")
-    start = resume.layer + 1
     xs = shard_rows(np.asarray(resume.x, dtype), mesh, n_pad)
     xts = shard_rows(np.asarray(resume.x_test, dtype), mesh, nt_pad)
-    layers, grams = list(resume.layers), dict(resume.grams)
-    ms = None if not config.keep_m else list(resume.ms or [])
   for layer in range(start, config.depth + 1):
     t0 = time.perf_counter()
     d_in = xs.shape[1]
