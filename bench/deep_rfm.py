@@ -9,10 +9,20 @@ layer (``rfm_layer``, one jit) is timed too. FLOP counts:
   kernel 2N²d, solve N³/3 + 2N²K, AGOP 2N²Kd (Jacobians) + 2NKd² (JᵀJ) + 2N²d
   (forward), square root ≈ 9d³ (eigh) + 2d³, features 2NdD.
 
-The roofline reference is a float32 ``[N, d] × [d, N]`` matmul with HIGHEST
-precision measured in the same run; ratios are stage FLOP/s ÷ matmul FLOP/s.
+The roofline reference is a float32 ``[2048, 2048] × [2048, 2048]`` matmul with
+HIGHEST precision measured in the same run; ratios are stage FLOP/s ÷ matmul FLOP/s.
+
+Shared machines drift (CPU steal, other jobs), so each timing of a stage is paired
+with a timing of the reference matmul taken right before it; the reported ratio is
+the median over repeats of the per-pair ratios.
+
+``--run`` times a whole Deep RFM run instead (``deep_rfm`` on a real dataset, all
+metrics) and divides its counted FLOPs (``deep_rfm.layer_flops``) by the layer
+loop's wall time, next to a plain matmul timed between layers. The run is done
+twice in one process: the first includes compilation, the second does not.
 
   python bench/deep_rfm.py --n 2000 --d 1024 --classes 10
+  python bench/deep_rfm.py --run --dataset fashion_mnist --n 5000 --depth 6
 """
 from __future__ import annotations
 
@@ -49,6 +59,40 @@ def timeit(fn, *args, repeats=3):
   return statistics.median(times)
 
 
+REF_SHAPE = "[2048, 2048] x [2048, 2048]"
+
+
+def reference_matmul(size=2048):
+  """A function returning the current plain-matmul rate (GFLOP/s, best of 3)."""
+  a = jnp.asarray(np.random.default_rng(1).normal(size=(size, size)), jnp.float32)
+  mm = jax.jit(lambda a: jnp.matmul(a, a, precision=H))
+  jax.block_until_ready(mm(a))
+
+  def rate():
+    best = float("inf")
+    for _ in range(3):
+      t0 = time.perf_counter()
+      jax.block_until_ready(mm(a))
+      best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+  return rate
+
+
+def paired(fn, ref, *, repeats=3):
+  """Per-repeat ``(t_fn, t_ref)``, each ``fn`` timing right after one of ``ref``."""
+  jax.block_until_ready(fn())
+  jax.block_until_ready(ref())
+  pairs = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(ref())
+    t1 = time.perf_counter()
+    jax.block_until_ready(fn())
+    pairs.append((time.perf_counter() - t1, t1 - t0))
+  return pairs
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--n", type=int, default=2000)
@@ -61,7 +105,14 @@ def main(argv=None):
                  help="comma-separated N values: time every stage at each N and fit the exponent "
                       "of time ~ N^p per stage (log-log least squares); writes --figure")
   p.add_argument("--figure", default="scaling.png", help="log-log figure of --scaling")
+  p.add_argument("--run", action="store_true",
+                 help="time a whole Deep RFM run on --dataset (--n, --n-test, --depth)")
+  p.add_argument("--dataset", default="fashion_mnist")
+  p.add_argument("--n-test", type=int, default=1000)
+  p.add_argument("--depth", type=int, default=6)
   args = p.parse_args(argv)
+  if args.run:
+    return bench_run(args)
   if args.scaling:
     return scaling(args)
   return bench_one(args)
@@ -109,7 +160,8 @@ def bench_one(args, quiet=False):
   y = 2.0 * jax.nn.one_hot(lab, k, dtype=jnp.float32) - 1.0
   bs = default_batch_size(n, n * (k + 2))
 
-  mm = jax.jit(lambda a: jnp.matmul(a, a.T, precision=H))
+  sq = jnp.asarray(rng.normal(size=(2048, 2048)), jnp.float32)
+  mm = jax.jit(lambda a: jnp.matmul(a, a, precision=H))
 
   @jax.jit
   def kernel(x):
@@ -142,27 +194,31 @@ def bench_one(args, quiet=False):
   xt = x[:1]
 
   stages = {
-      "matmul (reference)": (lambda: mm(x), 2 * n * n * d),
+      "matmul (reference)": (lambda: mm(sq), 2 * 2048**3),
       "kernel": (lambda: kernel(x), 2 * n * n * d),
       "solve": (lambda: solve(kmat), n**3 / 3 + 2 * n * n * k),
       "agop": (lambda: agop(x, alpha), 2 * n * n * k * d + 2 * n * k * d * d + 2 * n * n * d),
       "sqrt": (lambda: sqrt(m), 11 * d**3),
       "features": (lambda: feats(x), 2 * n * d * width),
       "metrics x3": (lambda: [metrics(x), metrics(x), metrics(feats(x))], 3 * 6 * n * d),
-      "whole layer": (lambda: layer(x, xt, y, lab, jax.random.key(1), 2.0, 1e-3, 0.05), None),
+      "whole layer": (lambda: layer(x, xt, y, lab, jax.random.key(1), 2.0, 1e-3, 0.05), 0),
   }
   results = {}
   say = (lambda *a, **kw: None) if quiet else print
   say(f"Deep RFM layer, N={n}, d={d}, K={k}, D={width}, float32 HIGHEST; backend "
-        f"{jax.default_backend()}, {os.cpu_count()} CPUs; median of {args.repeats}")
+        f"{jax.default_backend()}, {os.cpu_count()} CPUs; median of {args.repeats}; "
+        "÷ matmul = median of per-repeat ratios to a matmul timed just before")
   say(f"{'stage':<20}{'seconds':>10}{'GFLOP':>10}{'GFLOP/s':>10}{'÷ matmul':>10}")
-  ref = None
+  ref_fn, ref_flops = stages["matmul (reference)"]
+  layer_gflop = sum(f for name, (_, f) in stages.items()
+                    if f and name not in ("matmul (reference)", "whole layer"))
   for name, (fn, flops) in stages.items():
-    t = timeit(lambda: fn(), repeats=args.repeats)
+    if name == "whole layer":
+      flops = layer_gflop
+    pairs = paired(fn, ref_fn, repeats=args.repeats)
+    t = statistics.median(a for a, _ in pairs)
     rate = flops / t / 1e9 if flops else None
-    if name.startswith("matmul"):
-      ref = rate
-    ratio = rate / ref if rate and ref else None
+    ratio = statistics.median((flops / a) / (ref_flops / b) for a, b in pairs) if flops else None
     results[name] = {"seconds": t, "gflop": flops / 1e9 if flops else None, "gflops": rate,
                      "ratio_to_matmul": ratio}
     say(f"{name:<20}{t:>10.3f}{(flops or 0) / 1e9:>10.2f}{(rate or 0):>10.1f}"
@@ -173,6 +229,52 @@ def bench_one(args, quiet=False):
     with open(args.json, "w") as f:
       json.dump({"n": n, "d": d, "k": k, "width": width, "results": results}, f, indent=2)
   return results
+
+
+def bench_run(args):
+  """A whole Deep RFM run: counted FLOPs ÷ layer-loop time, against a plain matmul."""
+  from dnc_jax import data as data_lib
+  import importlib
+  drfm = importlib.import_module("dnc_jax.deep_rfm")
+  ds = data_lib.load_dataset(args.dataset, n=args.n, n_test=args.n_test)
+  x, xt = ds.x_train.astype(np.float32), ds.x_test.astype(np.float32)
+  n, k = x.shape[0], ds.num_classes
+  cfg = drfm.preset_config("reference", depth=args.depth, width=args.width)
+  ref = reference_matmul()
+  print(f"Deep RFM run: {args.dataset}, N={n}, N_test={xt.shape[0]}, d_in={x.shape[1]}, K={k}, "
+        f"D={args.width}, depth {args.depth}, float32 HIGHEST, all metrics; backend "
+        f"{jax.default_backend()}, {os.cpu_count()} CPUs")
+  print(f"reference: {REF_SHAPE} float32 matmul, best of 3, timed after every layer; a layer's "
+        "ratio uses the reference timed before and after it")
+  out = {}
+  for attempt in ("with compilation", "compiled"):
+    mm_rates = [ref()]
+
+    def callback(rec):
+      mm_rates.append(ref())
+
+    res = drfm.deep_rfm(x, ds.y_train, cfg, key=jax.random.key(0), x_test=xt,
+                        labels_test=ds.y_test, num_classes=k, callback=callback)
+    secs = [r["seconds"] for r in res.layers]
+    gflop = sum(r["gflop"] for r in res.layers)
+    rate = gflop / sum(secs)
+    mm_rate = statistics.median(mm_rates)
+    per_layer = [r["gflop"] / r["seconds"] / (0.5 * (mm_rates[i] + mm_rates[i + 1]))
+                 for i, r in enumerate(res.layers)]
+    out[attempt] = {"layer_seconds": secs, "loop_seconds": sum(secs), "gflop": gflop,
+                    "gflops": rate, "matmul_gflops": mm_rates, "ratio_to_matmul": rate / mm_rate,
+                    "layer_ratios": per_layer, "median_layer_ratio": statistics.median(per_layer),
+                    "final_test_acc": res.final["test_acc"],
+                    "nc1_agop": [r["nc1"]["agop"] for r in res.layers]}
+    print(f"{attempt:>17}: layer loop {sum(secs):7.1f} s (layers " +
+          ", ".join(f"{s_:.1f}" for s_ in secs) + f"); {gflop:.0f} GFLOP, {rate:.1f} GFLOP/s; "
+          f"matmul {mm_rate:.1f} GFLOP/s (median); whole-loop ratio {rate / mm_rate:.2f}; "
+          "per-layer ratios " + ", ".join(f"{v:.2f}" for v in per_layer) +
+          f" (median {statistics.median(per_layer):.2f})")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"n": n, "dataset": args.dataset, "depth": args.depth, "runs": out}, f, indent=2)
+  return out
 
 
 if __name__ == "__main__":

@@ -128,6 +128,34 @@ def preset_config(name: str = "reference", **overrides: Any) -> DeepRFMConfig:
   return DeepRFMConfig(preset=name, **base).validate()
 
 
+def layer_flops(n: int, n_test: int, d: int, num_classes: int, width: int) -> dict:
+  r"""Floating-point operations of one :func:`rfm_layer`, by stage (SPEC §3).
+
+  Counted as in the implementation (multiply-add = 2):
+
+  * ``kernel``: :math:`2N^2d + 2N_tNd` (train and test distances);
+  * ``solve``: :math:`N^3/3 + 2N^2K` (Cholesky and two triangular solves) plus
+    :math:`2N^2K + 2N_tNK` (train and test predictions);
+  * ``agop``: :math:`2N^2d + 2N^2K` (forward), :math:`2N^2Kd` (Jacobians),
+    :math:`2NKd^2` (:math:`J^	op J`);
+  * ``sqrt``: :math:`9d^3` (symmetric eigendecomposition) :math:`+ 2d^3`;
+  * ``features``: :math:`2(N+N_t)d^2` (projection) :math:`+ 2(N+N_t)dD`.
+
+  Returns:
+    ``{stage: flops}`` with a ``"total"`` entry.
+  """
+  n, nt, d, k, w = int(n), int(n_test), int(d), int(num_classes), int(width)
+  out = {
+      "kernel": 2 * n * n * d + 2 * nt * n * d,
+      "solve": n**3 / 3 + 2 * n * n * k + 2 * n * n * k + 2 * nt * n * k,
+      "agop": 2 * n * n * d + 2 * n * n * k + 2 * n * n * k * d + 2 * n * k * d * d,
+      "sqrt": 11 * d**3,
+      "features": 2 * (n + nt) * d * d + 2 * (n + nt) * d * w,
+  }
+  out["total"] = sum(out.values())
+  return out
+
+
 class LayerOutput(NamedTuple):
   """What :func:`rfm_layer` returns besides the next data."""
   m: jax.Array            # [d, d] normalised AGOP
@@ -347,6 +375,7 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
         "test_acc": _accuracy(out.test_pred, labels_test),
         "seconds": time.perf_counter() - t0,
         "dim_in": d_in, "dim_out": int(x_next.shape[1]),
+        "gflop": layer_flops(n, x_test.shape[0], d_in, num_classes, x_next.shape[1])["total"] / 1e9,
         "metrics": mets,
     }
     if layer in config.gram_layers:

@@ -520,6 +520,7 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
         "test_acc": drfm._accuracy(to_host(ttp)[:nt], labels_test),
         "seconds": time.perf_counter() - t0,
         "dim_in": d_in, "dim_out": int(xn.shape[1]),
+        "gflop": drfm.layer_flops(n, nt, d_in, num_classes, xn.shape[1])["total"] / 1e9,
         "metrics": mets, "solve": srec, "devices": nd,
     }
     if layer in config.gram_layers:
