@@ -149,7 +149,7 @@ def kernel_predictor(x_train: jax.Array, alpha: jax.Array, *, kernel: str, bandw
     if frame is not None:
       centre = jnp.where(i < n, frame.labels[jnp.minimum(i, n - 1)],
                          kernels_lib.nearest_centre(frame, x[None])[0].astype(frame.labels.dtype))
-      sq = kernels_lib.frame_sq_distances(frame, x[None], centre[None])[0]
+      sq = kernels_lib.frame_sq_distances(frame, x[None], centre[None], onehot_matmul=True)[0]
     else:
       xm = x if M is None else jnp.matmul(x, M, precision=HIGHEST)
       sq = jnp.sum(xm * x) + zz - 2.0 * jnp.matmul(zm, x, precision=HIGHEST)

@@ -39,8 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax import features as features_lib
-from dnc_jax.agop import agop_sum, default_batch_size, kernel_predictor
+from dnc_jax.agop import agop_sum, kernel_predictor
 from dnc_jax import kernels as kernels_lib
+from dnc_jax import memory as memory_lib
 from dnc_jax import krr as krr_lib
 from dnc_jax import metrics as metrics_lib
 from dnc_jax import validate
@@ -65,7 +66,11 @@ class DeepRFMConfig:
     weight_init: ReLU weights, ``"normal"`` (N(0, 2/D)) or ``"uniform"`` (U(±1/√d)).
     sigma: Cauchy scale of the cos features.
     global_mean: ``"sample"`` or ``"class_means"`` (metrics convention).
-    agop_batch_size: rows per AGOP block (``None``: at most 256 rows within 512 MiB).
+    agop_batch_size: rows per AGOP block (``None``: planned from the memory budget by
+      :func:`dnc_jax.memory.plan_layer`).
+    memory_gb: memory budget of a layer in GiB (``None``: 80% of what the device
+      has free); sets the AGOP block size, and a problem whose ``[N, N]`` part
+      does not fit is refused before any work.
     keep_m: return every layer's ``M`` (``[d, d]`` each).
     gram_layers: layers whose Gram picture is recorded (those ``≤ depth``).
     gram_per_class: rows per class in a Gram picture.
@@ -81,6 +86,7 @@ class DeepRFMConfig:
   sigma: float = 0.05
   global_mean: str = "sample"
   agop_batch_size: int | None = None
+  memory_gb: float | None = None
   keep_m: bool = False
   gram_layers: tuple[int, ...] = (1, 3, 7, 13, 19)
   gram_per_class: int = 30
@@ -108,6 +114,8 @@ class DeepRFMConfig:
                         f"{', '.join(metrics_lib.GLOBAL_MEANS)}")
     if self.agop_batch_size is not None and self.agop_batch_size < 1:
       raise ConfigError(f"agop_batch_size must be ≥ 1, got {self.agop_batch_size}")
+    if self.memory_gb is not None and not self.memory_gb > 0:
+      raise ConfigError(f"memory_gb must be > 0, got {self.memory_gb} (GiB per layer)")
     if self.preset not in PRESETS + ("custom",):
       raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
     return self
@@ -175,11 +183,9 @@ def _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel):
   """One kernel matrix and one factorisation; distances in the centred frame."""
   kfn = kernels_lib.kernel_from_sq(kernel)
   sq = kernels_lib.frame_sq_distances(frame, x, frame.labels)
-  sq = 0.5 * (sq + sq.T)
+  # The Cholesky reads the lower triangle only, so no symmetrised copy is made.
   sq = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, sq)
-  kmat = kfn(sq, bandwidth)
-  alpha, ok = krr_lib.cholesky_solve(kmat, y, ridge)
-  train_pred = jnp.matmul(kmat, alpha, precision=HIGHEST)
+  alpha, ok, train_pred = krr_lib.cholesky_fit(kfn(sq, bandwidth), y, ridge)
   sq_t = kernels_lib.frame_sq_distances(frame, xt, kernels_lib.nearest_centre(frame, xt))
   test_pred = jnp.matmul(kfn(sq_t, bandwidth), alpha, precision=HIGHEST)
   return alpha, ok, train_pred, test_pred
@@ -353,11 +359,20 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
   start, layers, grams, ms = resume_point(resume, config, n)
   if resume is not None:
     x, x_test = jnp.asarray(resume.x, dtype), jnp.asarray(resume.x_test, dtype)
+  budget = memory_lib.budget_bytes(config.memory_gb)
+
+  def plan(d_in):
+    return memory_lib.plan_layer(n, x_test.shape[0], d_in, config.width or d_in, num_classes,
+                                 itemsize=jnp.dtype(dtype).itemsize, budget=budget,
+                                 batch_size=config.agop_batch_size)
+
+  plan(x.shape[1])   # refuses a problem that does not fit before any work
   for layer in range(start, config.depth + 1):
     t0 = time.perf_counter()
     d_in = x.shape[1]
     width = config.width or d_in
-    bs = config.agop_batch_size or default_batch_size(n, n * (num_classes + 2))
+    layer_plan = plan(d_in)
+    bs = layer_plan.batch_size
     x_next, xt_next, out = rfm_layer(
         x, x_test, y, lab, jax.random.fold_in(key, layer), config.bandwidth, config.ridge,
         config.sigma, kernel=config.kernel, features=config.features, width=width,
@@ -376,6 +391,7 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
         "seconds": time.perf_counter() - t0,
         "dim_in": d_in, "dim_out": int(x_next.shape[1]),
         "gflop": layer_flops(n, x_test.shape[0], d_in, num_classes, x_next.shape[1])["total"] / 1e9,
+        "agop_batch_size": bs, "memory_estimate_bytes": layer_plan.estimate_bytes,
         "metrics": mets,
     }
     if layer in config.gram_layers:

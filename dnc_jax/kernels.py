@@ -234,12 +234,19 @@ def nearest_centre(frame: CentredFrame, q: jax.Array) -> jax.Array:
   return jnp.argmin(sq_distances(q, frame.means), axis=1).astype(frame.labels.dtype)
 
 
-def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array) -> jax.Array:
+def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
+                       onehot_matmul: bool = False) -> jax.Array:
   """Squared distances ``[m, N]`` from queries ``q`` ``[m, d]`` to the frame's rows.
 
   ``centre`` ``[m]`` gives each query's centre class; any choice is exact in
   exact arithmetic, the nearest class mean is the accurate one. Differentiable
   in ``q`` with gradient ``2 (q_i - x_j)``.
+
+  ``onehot_matmul`` picks how the class term ``r · μ_{c_j}`` is spread over the
+  ``N`` rows: as a matmul with the one-hot labels (its gradient is a matmul too,
+  the fast choice inside an AGOP) or, by default, as a gather that fuses into
+  the elementwise pass (no extra ``[m, N]`` buffer: the kernel matrix's peak
+  memory drops from three ``[N, N]`` arrays to two).
   """
   mu = frame.means[centre]                                   # [m, d]
   r = q - jax.lax.stop_gradient(mu)
@@ -247,8 +254,11 @@ def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array) -> 
   rmu = jnp.matmul(r, frame.means.T, precision=HIGHEST)      # [m, K]  r · μ_a
   own = jnp.take_along_axis(rmu, centre[:, None], axis=1)    # [m, 1]  r · μ_c
   # r · (r_j + μ_{c_j}) with the small residual product kept separate.
-  cross = (jnp.matmul(r, frame.resid.T, precision=HIGHEST)
-           + jnp.matmul(rmu, frame.onehot.T, precision=HIGHEST))   # [m, N]
+  if onehot_matmul:
+    spread = jnp.matmul(rmu, frame.onehot.T, precision=HIGHEST)     # [m, N]
+  else:
+    spread = jnp.take(rmu, frame.labels, axis=1)                    # [m, N]
+  cross = jnp.matmul(r, frame.resid.T, precision=HIGHEST) + spread  # [m, N]
   const = (frame.own_const[None, :] - 2.0 * frame.resid_means[:, centre].T
            + frame.row_mean_sq_dist[:, centre].T)          # [m, N]
   sq = r_sq[:, None] + const - 2.0 * (cross - own)

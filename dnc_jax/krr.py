@@ -37,7 +37,7 @@ def cholesky_solve(kmat: jax.Array, y: jax.Array, ridge) -> tuple[jax.Array, jax
   """Solves ``(kmat + ridge I) α = y``.
 
   Args:
-    kmat: ``[n, n]`` symmetric kernel matrix.
+    kmat: ``[n, n]`` symmetric kernel matrix; only its lower triangle is read.
     y: ``[n, K]`` targets.
     ridge: ``μ ≥ 0``.
 
@@ -45,12 +45,36 @@ def cholesky_solve(kmat: jax.Array, y: jax.Array, ridge) -> tuple[jax.Array, jax
     ``(alpha [n, K], ok)`` where ``ok`` is a boolean scalar, False when the
     factorisation broke down (the matrix is not numerically positive definite).
   """
-  n = kmat.shape[0]
-  a = kmat + ridge * jnp.eye(n, dtype=kmat.dtype)
-  chol = jnp.linalg.cholesky(a)
-  alpha = jax.scipy.linalg.cho_solve((chol, True), y)
-  ok = jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.isfinite(alpha))
+  alpha, ok, _ = cholesky_fit(kmat, y, ridge)
   return alpha, ok
+
+
+def cholesky_fit(kmat: jax.Array, y: jax.Array, ridge) -> tuple[jax.Array, jax.Array, jax.Array]:
+  r"""Solves ``(kmat + ridge I) α = y`` and returns the fitted values ``kmat α`` too.
+
+  The fitted values come from the factor, :math:`K\alpha = L(L^\top\alpha) - \mu\alpha`,
+  so ``kmat`` is dead once factorised: inside a jit XLA factorises it in place
+  and the solve holds one ``[n, n]`` buffer, not three (the matrix, a
+  symmetrised copy, the factor). Only the lower triangle of ``kmat`` is read.
+
+  Args:
+    kmat: ``[n, n]`` symmetric kernel matrix.
+    y: ``[n, K]`` targets.
+    ridge: ``μ ≥ 0``.
+
+  Returns:
+    ``(alpha [n, K], ok [], fitted [n, K])``.
+  """
+  n = kmat.shape[0]
+  diag = jnp.arange(n)
+  a = kmat.at[diag, diag].add(ridge)
+  chol = jax.lax.linalg.cholesky(a, symmetrize_input=False)
+  z = jax.lax.linalg.triangular_solve(chol, y, left_side=True, lower=True)
+  alpha = jax.lax.linalg.triangular_solve(chol, z, left_side=True, lower=True, transpose_a=True)
+  fitted = jnp.matmul(chol, jnp.matmul(chol.T, alpha, precision=HIGHEST),
+                      precision=HIGHEST) - ridge * alpha
+  ok = jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.isfinite(alpha))
+  return alpha, ok, fitted
 
 
 def solve_error(ridge: float, n: int, where: str | None = None) -> SolveError:

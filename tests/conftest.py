@@ -6,6 +6,7 @@ import tempfile
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Keep the dataset cache of test runs out of the user's home.
 os.environ.setdefault("DNC_JAX_CACHE", tempfile.mkdtemp(prefix="dnc_jax_test_cache_"))
+os.environ.setdefault("DNC_JAX_COMPILE_CACHE", tempfile.mkdtemp(prefix="dnc_jax_test_xla_"))
 
 import jax
 import pytest

@@ -31,6 +31,14 @@ def test_run_writes_directory(tmp_path, capsys):
     assert set(rec["nc1"]) == set(rec["nc2"]) == {"input", "agop", "features"}
     assert 0.0 <= rec["train_acc"] <= 1.0 and 0.0 <= rec["test_acc"] <= 1.0
     assert rec["seconds"] > 0
+    # 300 rows, 60 test rows, d -> 64 features, K = 10 (SPEC §3 operation counts)
+    assert rec["gflop"] == pytest.approx(
+        (2 * 300**2 * rec["dim_in"] + 2 * 60 * 300 * rec["dim_in"] + 300**3 / 3
+         + 4 * 300**2 * 10 + 2 * 60 * 300 * 10 + 2 * 300**2 * rec["dim_in"] + 2 * 300**2 * 10
+         + 2 * 300**2 * 10 * rec["dim_in"] + 2 * 300 * 10 * rec["dim_in"]**2
+         + 11 * rec["dim_in"]**3 + 2 * 360 * rec["dim_in"]**2 + 2 * 360 * rec["dim_in"] * 64) / 1e9)
+  mem = metrics["memory"]
+  assert mem["peak_host_bytes"] > 0 and mem["budget_bytes"] > mem["estimate_bytes"] > 300**2 * 4
   assert "tr(Sigma_W)/tr(Sigma_B)" in metrics["conventions"]["nc1"]
   assert metrics["config"]["deep_rfm"]["preset"] == "reference"
   assert metrics["config"]["dataset"]["counts_train"]
@@ -64,6 +72,8 @@ def test_fashion_fixture_reference_preset(tmp_path, capsys):
     (["--bandwidth", "-1"], "bandwidth must be a positive"),
     (["--depth", "0"], "depth must be an integer ≥ 1"),
     (["--ridge", "-1"], "ridge must be"),
+    (["--memory-gb", "0.001"], "--memory-gb"),
+    (["--memory-gb", "-2"], "memory_gb must be > 0"),
 ])
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, argv, match):
   out = tmp_path / "bad"

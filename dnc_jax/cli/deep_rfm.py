@@ -41,6 +41,7 @@ class RunConfig:
   cg_tol: float | None = None
   cg_max_iter: int = 2000
   cg_rank: int = 1000
+  compile_cache: str | None = None    # None: no persistent compilation cache
   options: dict = dataclasses.field(default_factory=dict)   # the parsed flags, for --resume
 
 
@@ -96,7 +97,8 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                  help="global mean in the metrics: sample mean, or mean of class means (the "
                       "authors' code); identical for balanced classes [sample]")
   r.add_argument("--agop-batch-size", type=int, default=None,
-                 help="rows per AGOP block (default: at most 256 rows within a 512 MiB budget)")
+                 help="rows per AGOP block (default: planned from --memory-gb; at most 256 on a "
+                      "CPU, 4096 on an accelerator)")
   r.add_argument("--keep-m", action="store_true", help="also save every layer's M to ms.npz")
   s = p.add_argument_group("scale (docs/scaling.md)")
   s.add_argument("--devices", type=int, default=0,
@@ -111,6 +113,10 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
   s.add_argument("--cg-max-iter", type=int, default=2000, help="CG iteration cap")
   s.add_argument("--cg-rank", type=int, default=1000,
                  help="Nystrom preconditioner landmarks (at most N/4)")
+  s.add_argument("--memory-gb", type=float, default=None,
+                 help="memory budget of a layer in GiB; sets the AGOP block size and refuses a "
+                      "problem whose N x N kernel matrix does not fit (default: 80%% of the "
+                      "device's free memory; docs/performance.md)")
   o = p.add_argument_group("run")
   o.add_argument("--seed", type=int, default=0, help="PRNG seed of the random feature maps")
   o.add_argument("--precision", default="auto", choices=("auto", "float32", "float64"),
@@ -125,6 +131,11 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                  help="continue the interrupted run in --out from its last finished layer, with "
                       "its saved options (the result equals an uninterrupted run's)")
   o.add_argument("--no-progress", action="store_true", help="no progress bar")
+  o.add_argument("--compile-cache", default=None,
+                 help="folder of JAX's persistent compilation cache, so a second run skips "
+                      "compilation (default: $DNC_JAX_COMPILE_CACHE or ~/.cache/dnc_jax/xla)")
+  o.add_argument("--no-compile-cache", action="store_true",
+                 help="do not read or write the persistent compilation cache")
   if suppress:
     for action in p._actions:
       if action.dest != "help":
@@ -133,7 +144,7 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
 
 
 # Flags that may differ between a run and its resumption.
-_RUN_CONTROL = ("out", "resume", "overwrite", "no_progress")
+_RUN_CONTROL = ("out", "resume", "overwrite", "no_progress", "compile_cache", "no_compile_cache")
 CHECKPOINT = "checkpoint"
 
 
@@ -183,20 +194,46 @@ def parse(argv=None):
       classes=args.classes, balanced=args.balanced, cache=not args.no_cache, seed=args.seed,
       x64=args.precision == "float64", precision=args.precision, out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
       resume=args.resume, devices=args.devices, solver=args.solver, cg_tol=args.cg_tol,
-      cg_max_iter=args.cg_max_iter, cg_rank=args.cg_rank, options=vars(args))
+      cg_max_iter=args.cg_max_iter, cg_rank=args.cg_rank,
+      compile_cache=None if args.no_compile_cache else compile_cache_dir(args.compile_cache),
+      options=vars(args))
   if run_cfg.devices < 0:
     raise DncError(f"--devices must be ≥ 0 (0 = all visible devices), got {run_cfg.devices}")
   rfm_cfg = drfm.preset_config(
       args.preset, depth=args.depth, kernel=args.kernel, bandwidth=args.bandwidth,
       ridge=args.ridge, features=args.features, width=args.width,
       weight_init=args.weight_init, sigma=args.sigma, global_mean=args.global_mean,
-      agop_batch_size=args.agop_batch_size, keep_m=args.keep_m or None)
+      agop_batch_size=args.agop_batch_size, memory_gb=args.memory_gb, keep_m=args.keep_m or None)
   return run_cfg, rfm_cfg
+
+
+def compile_cache_dir(flag: str | None) -> str:
+  """The persistent compilation cache folder: the flag, $DNC_JAX_COMPILE_CACHE, or ~/.cache."""
+  import os
+  return str(pathlib.Path(flag or os.environ.get("DNC_JAX_COMPILE_CACHE")
+                          or pathlib.Path.home() / ".cache" / "dnc_jax" / "xla").expanduser())
+
+
+def enable_compile_cache(folder: str | None) -> None:
+  """Points JAX's persistent compilation cache at ``folder`` (layers compile once per shape)."""
+  if folder is None:
+    return
+  import jax
+  try:
+    pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    print(f"deep_rfm: note: compilation cache {folder} not usable ({e}); compiling afresh",
+          file=sys.stderr)
+    return
+  jax.config.update("jax_compilation_cache_dir", folder)
+  # A layer compiles in seconds; smaller programs are not worth a file.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def run(run_cfg: RunConfig, rfm_cfg) -> dict:
   """Loads the data, runs Deep RFM, writes the run directory; returns metrics.json's content."""
   import jax
+  enable_compile_cache(run_cfg.compile_cache)
   # A context, not the global flag: callers in the same process keep their setting.
   enable = getattr(jax, "enable_x64", None)
   if enable is None:
@@ -212,6 +249,7 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
   import importlib
 
   from dnc_jax import data as data_lib
+  from dnc_jax import memory as memory_lib
   from dnc_jax import metrics as metrics_lib
   from dnc_jax import plots, runs
   drfm = importlib.import_module("dnc_jax.deep_rfm")
@@ -264,6 +302,7 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
       bar.update(1)
       bar.set_postfix(nc1_agop=f"{rec['nc1']['agop']:.3g}", test_acc=rec["test_acc"])
 
+  budget = memory_lib.budget_bytes(rfm_cfg.memory_gb)
   t0 = time.perf_counter()
   try:
     common = dict(key=jax.random.key(run_cfg.seed), x_test=xt, labels_test=ds.y_test,
@@ -286,6 +325,7 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
     if bar is not None:
       bar.close()
   total = time.perf_counter() - t0
+  peak = memory_lib.peak_bytes()
 
   metrics = {
       "config": config,
@@ -300,6 +340,15 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
       "layers": result.layers,
       "final": result.final,
       "seconds_total": total,
+      "memory": {
+          "budget_bytes": budget,
+          "peak_device_bytes": peak["device"],
+          "peak_host_bytes": peak["host"],
+          "estimate_bytes": max(r.get("memory_estimate_bytes", 0) for r in result.layers),
+          "note": "peak_device_bytes: the accelerator allocator's peak (null on a CPU); "
+                  "peak_host_bytes: the process's peak resident set (where a CPU run's arrays "
+                  "live); estimate_bytes: dnc_jax.memory's bound for the largest layer",
+      },
   }
   # Written only once the run has succeeded: a failed run leaves nothing behind.
   runs.write_json(out / "config.json", config)

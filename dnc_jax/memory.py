@@ -1,0 +1,154 @@
+r"""Memory budget of a Deep RFM layer: block sizes from a budget, and peak use.
+
+A layer (:func:`dnc_jax.deep_rfm.rfm_layer`, one jit) goes through two phases
+that XLA lays out in the same memory:
+
+* the solve: the ``[N, N]`` kernel matrix and its Cholesky factor. XLA
+  factorises in place, but the distance matmul's output and the kernel values
+  (in the factor's column-major layout) coexist once: about ``2.5 N²`` floats;
+* the AGOP: one block of ``B`` rows, each with ``K`` cotangents of size ``N``
+  and their intermediates: about ``B (3 (K + 1) N + 2 K d)`` floats;
+
+on top of arrays that live throughout: the ``[N_t, N]`` test kernel rows, a few
+``[N + N_t, max(d, D)]`` representations and ``[d, d]`` matrices.
+
+:func:`plan_layer` picks the AGOP block size ``B`` so the estimate fits the
+budget, and refuses (with the fix) a problem whose ``[N, N]`` phase alone does
+not fit. The estimate is an upper bound of XLA's own buffer assignment
+(``compiled.memory_analysis()``: arguments + outputs + temporaries) within
+1.1–1.4× on the shapes the tests check.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from typing import NamedTuple
+
+import jax
+
+from dnc_jax.errors import ConfigError
+
+GiB = 2**30
+# Past a few hundred rows a block gains no matmul efficiency on a CPU but loses
+# cache locality; an accelerator keeps gaining from larger GEMMs up to thousands.
+MAX_BLOCK_ROWS = {"cpu": 256}
+MAX_BLOCK_ROWS_ACCELERATOR = 4096
+# Leave room for the runtime, the host copy of the data and fragmentation.
+_USABLE_FRACTION = 0.8
+
+
+class LayerPlan(NamedTuple):
+  """How a layer fits in memory.
+
+  Attributes:
+    batch_size: rows per AGOP block.
+    fixed_bytes: arrays that live through the layer.
+    solve_bytes: the ``[N, N]`` phase.
+    per_row_bytes: the AGOP phase per block row.
+    estimate_bytes: ``fixed + max(solve, batch_size * per_row)``.
+    budget_bytes: the budget the plan was made for.
+  """
+  batch_size: int
+  fixed_bytes: int
+  solve_bytes: int
+  per_row_bytes: int
+  estimate_bytes: int
+  budget_bytes: int
+
+
+def available_bytes(device: jax.Device | None = None) -> int:
+  """Memory free for a computation on ``device`` (default: the first device).
+
+  Accelerators: the allocator's limit minus what is in use; CPU: the host's
+  available memory (``MemAvailable``).
+  """
+  device = device or jax.devices()[0]
+  if device.platform != "cpu":
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+      return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  return _host_available_bytes()
+
+
+def _host_available_bytes() -> int:
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return 8 * GiB
+
+
+def budget_bytes(memory_gb: float | None, device: jax.Device | None = None) -> int:
+  """``memory_gb`` in bytes, or a fraction of what the device has free."""
+  if memory_gb is not None:
+    if not memory_gb > 0:
+      raise ConfigError(f"--memory-gb must be > 0, got {memory_gb}")
+    return int(memory_gb * GiB)
+  return int(_USABLE_FRACTION * available_bytes(device))
+
+
+def layer_bytes(n: int, n_test: int, d: int, width: int, num_classes: int, *,
+                itemsize: int = 4) -> tuple[int, int, int]:
+  """``(fixed, solve, per_row)`` bytes of one layer (see the module docstring)."""
+  n, nt, d, k = int(n), int(n_test), int(d), int(num_classes)
+  wide = max(d, int(width))
+  fixed = 2 * nt * n + 4 * (n + nt) * wide + 3 * d * d + 8 * n * k
+  solve = 2.5 * n * n
+  per_row = 3 * (k + 1) * n + 2 * k * d
+  return int(fixed * itemsize), int(solve * itemsize), int(per_row * itemsize)
+
+
+def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
+               itemsize: int = 4, budget: int, batch_size: int | None = None,
+               backend: str | None = None) -> LayerPlan:
+  """The AGOP block size that keeps a layer within ``budget`` bytes.
+
+  Args:
+    n, n_test, d, width, num_classes: the layer's shape (``N``, ``N_t``, input
+      dimension, feature width ``D``, ``K``).
+    itemsize: bytes per float (4 or 8).
+    budget: bytes the layer may use.
+    batch_size: a fixed block size (the plan only reports its estimate).
+    backend: ``"cpu"``, ``"gpu"``, ... (default: JAX's default backend); sets
+      the largest useful block.
+
+  Raises:
+    ConfigError: when the ``[N, N]`` phase alone exceeds the budget.
+  """
+  fixed, solve, per_row = layer_bytes(n, n_test, d, width, num_classes, itemsize=itemsize)
+  if batch_size is None:
+    room = budget - fixed
+    if solve > room or per_row > room:
+      need = (fixed + max(solve, per_row)) / GiB
+      raise ConfigError(
+          f"a Deep RFM layer with N = {n} training rows needs about {need:.1f} GiB (the "
+          f"[N, N] kernel matrix and its factor) but the budget is {budget / GiB:.1f} GiB; "
+          "use fewer rows (--n), spread them over devices (--devices), or raise the budget "
+          "(--memory-gb) if the machine has more memory free")
+    cap = MAX_BLOCK_ROWS.get(backend or jax.default_backend(), MAX_BLOCK_ROWS_ACCELERATOR)
+    batch_size = int(max(1, min(n, cap, room // per_row)))
+  estimate = fixed + max(solve, int(batch_size) * per_row)
+  return LayerPlan(int(batch_size), fixed, solve, per_row, estimate, int(budget))
+
+
+def peak_bytes() -> dict:
+  """Peak memory so far: ``device`` (accelerator allocator, or None) and ``host`` (RSS).
+
+  The host figure is the process's peak resident set, which on a CPU run is
+  where the arrays live.
+  """
+  device = None
+  dev = jax.devices()[0]
+  if dev.platform != "cpu":
+    stats = dev.memory_stats() or {}
+    device = stats.get("peak_bytes_in_use")
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  host = rss if sys.platform == "darwin" else rss * 1024   # bytes on macOS, KiB on Linux
+  return {"device": None if device is None else int(device), "host": int(host)}

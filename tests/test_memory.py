@@ -1,0 +1,104 @@
+"""Memory planning: the layer estimate bounds XLA's buffer assignment; budgets are enforced."""
+import functools
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dnc_jax import kernels, krr, memory
+from dnc_jax.errors import ConfigError
+
+drfm = importlib.import_module("dnc_jax.deep_rfm")
+
+
+def _compiled_layer_bytes(n, nt, d, width, k, bs):
+  s = jax.ShapeDtypeStruct
+  c = drfm.rfm_layer.lower(
+      s((n, d), jnp.float32), s((nt, d), jnp.float32), s((n, k), jnp.float32),
+      s((n,), jnp.int32), jax.random.key(0), 2.0, 1e-3, 0.05, kernel="laplace",
+      features="relu", width=width, weight_init="uniform", num_classes=k,
+      global_mean="sample", batch_size=bs).compile()
+  ma = c.memory_analysis()
+  return ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes
+
+
+@pytest.mark.parametrize("n,nt,d,width,bs", [(1200, 100, 64, 128, 256), (2000, 50, 32, 64, 16)])
+def test_estimate_bounds_the_compiled_layer(n, nt, d, width, bs):
+  actual = _compiled_layer_bytes(n, nt, d, width, 10, bs)
+  est = memory.plan_layer(n, nt, d, width, 10, budget=2**40, batch_size=bs).estimate_bytes
+  assert actual <= est <= 1.6 * actual, (actual, est)
+
+
+def test_solve_holds_no_avoidable_n_by_n_copy():
+  # distances + kernel values in the factor's layout: two [N, N] buffers at most
+  # (a symmetrised copy or a kept kernel matrix would make it three or more).
+  n, d, k = 1500, 32, 10
+
+  def fit(x, y, lab):
+    fr = kernels.centred_frame(x, lab, k)
+    return drfm._fit_predict(x, y, x[:1], fr, 2.0, 1e-3, "laplace")
+
+  s = jax.ShapeDtypeStruct
+  c = jax.jit(fit).lower(s((n, d), jnp.float32), s((n, k), jnp.float32),
+                         s((n,), jnp.int32)).compile()
+  assert c.memory_analysis().temp_size_in_bytes < 2.6 * n * n * 4
+
+
+def test_cholesky_fit_matches_float64_numpy(x64):
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(60, 5))
+  kmat = np.exp(-np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1)) / 2.0)
+  y = rng.normal(size=(60, 3))
+  alpha, ok, fitted = krr.cholesky_fit(jnp.asarray(kmat), jnp.asarray(y), 1e-2)
+  ref = np.linalg.solve(kmat + 1e-2 * np.eye(60), y)
+  assert bool(ok)
+  np.testing.assert_allclose(np.asarray(alpha), ref, rtol=1e-9, atol=1e-9)
+  np.testing.assert_allclose(np.asarray(fitted), kmat @ ref, rtol=1e-9, atol=1e-9)
+
+
+def test_cholesky_reads_the_lower_triangle_only(x64):
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=(20, 20))
+  spd = a @ a.T + 20 * np.eye(20)
+  junk_upper = np.tril(spd) + np.triu(rng.normal(size=(20, 20)) * 100, 1)
+  y = rng.normal(size=(20, 2))
+  alpha, ok = krr.cholesky_solve(jnp.asarray(junk_upper), jnp.asarray(y), 0.0)
+  np.testing.assert_allclose(np.asarray(alpha), np.linalg.solve(spd, y), rtol=1e-9)
+
+
+def test_block_size_follows_the_budget():
+  n, nt, d, w, k = 20000, 1000, 1024, 1024, 10
+  fixed, solve, per_row = memory.layer_bytes(n, nt, d, w, k)
+  budget = fixed + solve + 100 * per_row
+  plan = memory.plan_layer(n, nt, d, w, k, budget=budget, backend="gpu")
+  assert plan.batch_size == (budget - fixed) // per_row
+  assert plan.estimate_bytes <= budget
+  assert memory.plan_layer(n, nt, d, w, k, budget=10 * budget, backend="cpu").batch_size == 256
+
+
+def test_budget_too_small_is_refused_with_the_fix():
+  with pytest.raises(ConfigError, match=r"N = 50000.*--memory-gb"):
+    memory.plan_layer(50000, 10000, 3072, 1024, 10, budget=8 * memory.GiB)
+  with pytest.raises(ConfigError, match="memory-gb must be > 0"):
+    memory.budget_bytes(0.0)
+
+
+def test_deep_rfm_refuses_before_any_work(key):
+  x = np.random.default_rng(0).normal(size=(400, 8)).astype(np.float32)
+  lab = np.repeat(np.arange(4), 100)
+  cfg = drfm.preset_config("reference", depth=2, width=16, memory_gb=1e-4)
+  calls = []
+  with pytest.raises(ConfigError, match="--memory-gb"):
+    drfm.deep_rfm(x, lab, cfg, key=key, callback=calls.append)
+  assert calls == []
+
+
+def test_peak_bytes_reports_the_host():
+  peak = memory.peak_bytes()
+  big = np.ones((64, 2**20), np.float32)   # 256 MiB resident
+  big[:, ::1024] = 2.0
+  after = memory.peak_bytes()
+  assert after["host"] >= max(peak["host"], big.nbytes)
+  assert (peak["device"] is None) == (jax.devices()[0].platform == "cpu")
