@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax import kernels as kernels_lib
+from dnc_jax import precision as precision_lib
 from dnc_jax.errors import ConfigError
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -49,7 +50,7 @@ def default_batch_size(n: int, per_row_floats: int, *, itemsize: int = 4,
 
 
 def agop_sum(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, *,
-             batch_size: int) -> jax.Array:
+             batch_size: int, matmul_precision: str = "highest") -> jax.Array:
   """Sum over rows of ``JᵀJ`` for ``fn(x_row, row_index)``; traceable helper.
 
   Args:
@@ -57,6 +58,7 @@ def agop_sum(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, *,
       derivatives are taken w.r.t. the row only.
     x: ``[n, ...]`` rows.
     batch_size: rows per block (static).
+    matmul_precision: precision of the ``JᵀJ`` products (:mod:`dnc_jax.precision`).
 
   Returns:
     ``[p, p]`` with ``p = prod(x.shape[1:])``.
@@ -76,7 +78,7 @@ def agop_sum(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, *,
     xb, ib, wb = blk
     jb = jac(xb, ib).reshape(b, -1, p)
     jb = jnp.where(wb[:, None, None] > 0, jb, 0.0)
-    return acc + jnp.einsum("bkd,bke->de", jb, jb, precision=HIGHEST), None
+    return acc + precision_lib.einsum("bkd,bke->de", jb, jb, matmul_precision), None
 
   blocks = (xp.reshape((nb, b) + x.shape[1:]), idx.reshape(nb, b), w.reshape(nb, b))
   acc, _ = jax.lax.scan(body, jnp.zeros((p, p), x.dtype), blocks)
@@ -126,7 +128,8 @@ def agop(fn: Callable[[jax.Array], jax.Array], x: jax.Array, *,
 
 def kernel_predictor(x_train: jax.Array, alpha: jax.Array, *, kernel: str, bandwidth,
                      M: jax.Array | None = None, exclude_self: bool = True,
-                     frame: kernels_lib.CentredFrame | None = None):
+                     frame: kernels_lib.CentredFrame | None = None,
+                     matmul_precision: str = "highest"):
   """The per-example predictor ``f(x, i) = Σ_j α_j k(x_j, x)`` with masked self term.
 
   When ``exclude_self``, the term ``j == i`` keeps its value but carries no
@@ -136,7 +139,8 @@ def kernel_predictor(x_train: jax.Array, alpha: jax.Array, *, kernel: str, bandw
   With a :class:`~dnc_jax.kernels.CentredFrame` of ``x_train`` (and ``M=None``),
   distances are computed relative to class means, which keeps float32 accurate
   when classes have collapsed; row ``i``'s centre is its class mean, other
-  queries use the nearest class mean.
+  queries use the nearest class mean; ``matmul_precision`` applies to its
+  distance products (and so to the Jacobian products of reverse mode).
   """
   kfn = kernels_lib.kernel_from_sq(kernel)
   zm = x_train if M is None else jnp.matmul(x_train, M, precision=HIGHEST)
@@ -149,7 +153,8 @@ def kernel_predictor(x_train: jax.Array, alpha: jax.Array, *, kernel: str, bandw
     if frame is not None:
       centre = jnp.where(i < n, frame.labels[jnp.minimum(i, n - 1)],
                          kernels_lib.nearest_centre(frame, x[None])[0].astype(frame.labels.dtype))
-      sq = kernels_lib.frame_sq_distances(frame, x[None], centre[None], onehot_matmul=True)[0]
+      sq = kernels_lib.frame_sq_distances(frame, x[None], centre[None], onehot_matmul=True,
+                                          matmul_precision=matmul_precision)[0]
     else:
       xm = x if M is None else jnp.matmul(x, M, precision=HIGHEST)
       sq = jnp.sum(xm * x) + zz - 2.0 * jnp.matmul(zm, x, precision=HIGHEST)

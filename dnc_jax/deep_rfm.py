@@ -42,6 +42,7 @@ from dnc_jax import features as features_lib
 from dnc_jax.agop import agop_sum, kernel_predictor
 from dnc_jax import kernels as kernels_lib
 from dnc_jax import memory as memory_lib
+from dnc_jax import precision as precision_lib
 from dnc_jax import krr as krr_lib
 from dnc_jax import metrics as metrics_lib
 from dnc_jax import validate
@@ -71,6 +72,9 @@ class DeepRFMConfig:
     memory_gb: memory budget of a layer in GiB (``None``: 80% of what the device
       has free); sets the AGOP block size, and a problem whose ``[N, N]`` part
       does not fit is refused before any work.
+    matmul_precision: ``"highest"`` (default), ``"tf32"`` or ``"bf16"`` for the
+      large matmuls (:mod:`dnc_jax.precision`). TF32 stays within the seed
+      spread of the NC curves; bf16 does not past layer ~13 (measurement only).
     keep_m: return every layer's ``M`` (``[d, d]`` each).
     gram_layers: layers whose Gram picture is recorded (those ``≤ depth``).
     gram_per_class: rows per class in a Gram picture.
@@ -87,6 +91,7 @@ class DeepRFMConfig:
   global_mean: str = "sample"
   agop_batch_size: int | None = None
   memory_gb: float | None = None
+  matmul_precision: str = "highest"
   keep_m: bool = False
   gram_layers: tuple[int, ...] = (1, 3, 7, 13, 19)
   gram_per_class: int = 30
@@ -114,6 +119,7 @@ class DeepRFMConfig:
                         f"{', '.join(metrics_lib.GLOBAL_MEANS)}")
     if self.agop_batch_size is not None and self.agop_batch_size < 1:
       raise ConfigError(f"agop_batch_size must be ≥ 1, got {self.agop_batch_size}")
+    precision_lib.check(self.matmul_precision)
     if self.memory_gb is not None and not self.memory_gb > 0:
       raise ConfigError(f"memory_gb must be > 0, got {self.memory_gb} (GiB per layer)")
     if self.preset not in PRESETS + ("custom",):
@@ -179,23 +185,26 @@ def normalise_rows(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(norm, jnp.finfo(x.dtype).tiny)
 
 
-def _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel):
+def _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel, matmul_precision="highest"):
   """One kernel matrix and one factorisation; distances in the centred frame."""
   kfn = kernels_lib.kernel_from_sq(kernel)
-  sq = kernels_lib.frame_sq_distances(frame, x, frame.labels)
+  sq = kernels_lib.frame_sq_distances(frame, x, frame.labels, matmul_precision=matmul_precision)
   # The Cholesky reads the lower triangle only, so no symmetrised copy is made.
   sq = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, sq)
   alpha, ok, train_pred = krr_lib.cholesky_fit(kfn(sq, bandwidth), y, ridge)
-  sq_t = kernels_lib.frame_sq_distances(frame, xt, kernels_lib.nearest_centre(frame, xt))
+  sq_t = kernels_lib.frame_sq_distances(frame, xt, kernels_lib.nearest_centre(frame, xt),
+                                        matmul_precision=matmul_precision)
   test_pred = jnp.matmul(kfn(sq_t, bandwidth), alpha, precision=HIGHEST)
   return alpha, ok, train_pred, test_pred
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "kernel", "features", "width", "weight_init", "num_classes", "global_mean", "batch_size"))
+    "kernel", "features", "width", "weight_init", "num_classes", "global_mean", "batch_size",
+    "matmul_precision"))
 def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, key: jax.Array,
               bandwidth, ridge, sigma, *, kernel: str, features: str, width: int,
-              weight_init: str, num_classes: int, global_mean: str, batch_size: int):
+              weight_init: str, num_classes: int, global_mean: str, batch_size: int,
+              matmul_precision: str = "highest"):
   r"""One Deep RFM layer (steps 1–6), a pure function.
 
   Args:
@@ -208,6 +217,7 @@ def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, 
     kernel, features, width, weight_init: see :class:`DeepRFMConfig`.
     num_classes, global_mean: metric options.
     batch_size: rows per AGOP block.
+    matmul_precision: precision of the large matmuls (:mod:`dnc_jax.precision`).
 
   Returns:
     ``(x_next [N, D], x_test_next [N_test, D], LayerOutput)``.
@@ -215,18 +225,19 @@ def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, 
   x = normalise_rows(x)
   xt = normalise_rows(x_test)
   frame = kernels_lib.centred_frame(x, labels, num_classes)
-  alpha, ok, train_pred, test_pred = _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel)
+  mp = matmul_precision
+  alpha, ok, train_pred, test_pred = _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel, mp)
   f = kernel_predictor(x, alpha, kernel=kernel, bandwidth=bandwidth, exclude_self=True,
-                       frame=frame)
-  m = agop_sum(f, x, batch_size=batch_size) / x.shape[0]
+                       frame=frame, matmul_precision=mp)
+  m = agop_sum(f, x, batch_size=batch_size, matmul_precision=mp) / x.shape[0]
   m = m / jnp.max(m)
   root = metrics_lib.psd_sqrt(m)
-  xa = jnp.matmul(x, root, precision=HIGHEST)
-  xta = jnp.matmul(xt, root, precision=HIGHEST)
+  xa = precision_lib.matmul(x, root, mp)
+  xta = precision_lib.matmul(xt, root, mp)
   params = features_lib.init_features(key, features, x.shape[1], width, init=weight_init,
                                       sigma=sigma, dtype=x.dtype)
-  xn = features_lib.apply_features(params, xa, features)
-  xtn = features_lib.apply_features(params, xta, features)
+  xn = features_lib.apply_features(params, xa, features, matmul_precision=mp)
+  xtn = features_lib.apply_features(params, xta, features, matmul_precision=mp)
 
   def collapse(z):
     st = metrics_lib.class_stats(z, labels, num_classes, global_mean)
@@ -377,7 +388,7 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
         x, x_test, y, lab, jax.random.fold_in(key, layer), config.bandwidth, config.ridge,
         config.sigma, kernel=config.kernel, features=config.features, width=width,
         weight_init=config.weight_init, num_classes=num_classes,
-        global_mean=config.global_mean, batch_size=bs)
+        global_mean=config.global_mean, batch_size=bs, matmul_precision=config.matmul_precision)
     jax.block_until_ready(x_next)
     if not bool(out.solve_ok):
       raise krr_lib.solve_error(config.ridge, n, f"layer {layer}")

@@ -20,9 +20,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dnc_jax import precision as precision_lib
 from dnc_jax.errors import ConfigError
 
-HIGHEST = jax.lax.Precision.HIGHEST
 FEATURES = ("relu", "cos")
 INITS = ("normal", "uniform")
 
@@ -69,9 +69,13 @@ def init_features(key: jax.Array, kind: str, in_dim: int, width: int, *, init: s
   raise ConfigError(f"unknown feature map {kind!r}; choose one of {', '.join(FEATURES)}")
 
 
-def apply_features(params: FeatureParams, z: jax.Array, kind: str) -> jax.Array:
-  """Applies the feature map to rows ``z`` ``[n, d]``; returns ``[n, D]``."""
-  pre = jnp.matmul(z, params.w.T, precision=HIGHEST) + params.b
+def apply_features(params: FeatureParams, z: jax.Array, kind: str, *,
+                   matmul_precision: str = "highest") -> jax.Array:
+  """Applies the feature map to rows ``z`` ``[n, d]``; returns ``[n, D]``.
+
+  ``matmul_precision``: see :mod:`dnc_jax.precision`.
+  """
+  pre = precision_lib.matmul(z, params.w.T, matmul_precision) + params.b
   if kind == "relu":
     return jax.nn.relu(pre)
   if kind == "cos":

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnc_jax import precision as precision_lib
 from dnc_jax.errors import ConfigError
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -235,7 +236,7 @@ def nearest_centre(frame: CentredFrame, q: jax.Array) -> jax.Array:
 
 
 def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
-                       onehot_matmul: bool = False) -> jax.Array:
+                       onehot_matmul: bool = False, matmul_precision: str = "highest") -> jax.Array:
   """Squared distances ``[m, N]`` from queries ``q`` ``[m, d]`` to the frame's rows.
 
   ``centre`` ``[m]`` gives each query's centre class; any choice is exact in
@@ -247,6 +248,9 @@ def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
   the fast choice inside an AGOP) or, by default, as a gather that fuses into
   the elementwise pass (no extra ``[m, N]`` buffer: the kernel matrix's peak
   memory drops from three ``[N, N]`` arrays to two).
+
+  ``matmul_precision`` (:mod:`dnc_jax.precision`) applies to the ``[m, d] × [d, N]``
+  residual product, the only large matmul here.
   """
   mu = frame.means[centre]                                   # [m, d]
   r = q - jax.lax.stop_gradient(mu)
@@ -258,7 +262,7 @@ def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
     spread = jnp.matmul(rmu, frame.onehot.T, precision=HIGHEST)     # [m, N]
   else:
     spread = jnp.take(rmu, frame.labels, axis=1)                    # [m, N]
-  cross = jnp.matmul(r, frame.resid.T, precision=HIGHEST) + spread  # [m, N]
+  cross = precision_lib.matmul(r, frame.resid.T, matmul_precision) + spread  # [m, N]
   const = (frame.own_const[None, :] - 2.0 * frame.resid_means[:, centre].T
            + frame.row_mean_sq_dist[:, centre].T)          # [m, N]
   sq = r_sq[:, None] + const - 2.0 * (cross - own)

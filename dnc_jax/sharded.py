@@ -440,6 +440,10 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
       the residual reached and the cap, and suggests a fix).
   """
   config = (config or drfm.preset_config("reference")).validate()
+  if config.matmul_precision != "highest":
+    raise ConfigError(f"matmul_precision={config.matmul_precision!r} is available on the "
+                      "single-device Cholesky path only; drop --matmul-precision, or run with "
+                      "--devices 1 --solver cholesky")
   labels_np = np.asarray(labels)
   if num_classes is None:
     num_classes = int(labels_np.max()) + 1 if labels_np.size else 0

@@ -113,6 +113,11 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
   s.add_argument("--cg-max-iter", type=int, default=2000, help="CG iteration cap")
   s.add_argument("--cg-rank", type=int, default=1000,
                  help="Nystrom preconditioner landmarks (at most N/4)")
+  s.add_argument("--matmul-precision", default="highest", choices=("highest", "tf32"),
+                 help="precision of the large matmuls (distances, AGOP, features): full float32, "
+                      "or TF32 operands with float32 accumulation (GPU tensor cores; emulated on "
+                      "a CPU). TF32 keeps the NC curves within the seed spread on digits at every "
+                      "layer; bfloat16 does not and is not offered (docs/performance.md)")
   s.add_argument("--memory-gb", type=float, default=None,
                  help="memory budget of a layer in GiB; sets the AGOP block size and refuses a "
                       "problem whose N x N kernel matrix does not fit (default: 80%% of the "
@@ -189,6 +194,9 @@ def parse(argv=None):
     args = _resume_options(args, argv)
   # Store the resolved precision, so a resumed run keeps it on any machine.
   args.precision = "float64" if _use_x64(args) else "float32"
+  if args.matmul_precision != "highest" and args.precision == "float64":
+    raise DncError(f"--matmul-precision {args.matmul_precision} applies to float32 runs, but this "
+                   "run is float64 (--precision auto is float64 on a CPU); add --precision float32")
   run_cfg = RunConfig(
       dataset=args.dataset, data_dir=args.data_dir, n=args.n, n_test=args.n_test,
       classes=args.classes, balanced=args.balanced, cache=not args.no_cache, seed=args.seed,
@@ -203,7 +211,8 @@ def parse(argv=None):
       args.preset, depth=args.depth, kernel=args.kernel, bandwidth=args.bandwidth,
       ridge=args.ridge, features=args.features, width=args.width,
       weight_init=args.weight_init, sigma=args.sigma, global_mean=args.global_mean,
-      agop_batch_size=args.agop_batch_size, memory_gb=args.memory_gb, keep_m=args.keep_m or None)
+      agop_batch_size=args.agop_batch_size, memory_gb=args.memory_gb,
+      matmul_precision=args.matmul_precision, keep_m=args.keep_m or None)
   return run_cfg, rfm_cfg
 
 
