@@ -140,7 +140,10 @@ def kernel_predictor(x_train: jax.Array, alpha: jax.Array, *, kernel: str, bandw
   distances are computed relative to class means, which keeps float32 accurate
   when classes have collapsed; row ``i``'s centre is its class mean, other
   queries use the nearest class mean; ``matmul_precision`` applies to its
-  distance products (and so to the Jacobian products of reverse mode).
+  distance products (and so to the Jacobian products of reverse mode). This
+  predictor is differentiated in reverse mode by the rules of
+  :func:`~dnc_jax.kernels.frame_row_sq_distances` and ``_contract`` (one pass
+  over each ``[B, K, N]`` cotangent block); forward mode is not defined for it.
   """
   kfn = kernels_lib.kernel_from_sq(kernel)
   zm = x_train if M is None else jnp.matmul(x_train, M, precision=HIGHEST)
@@ -148,23 +151,55 @@ def kernel_predictor(x_train: jax.Array, alpha: jax.Array, *, kernel: str, bandw
   n = x_train.shape[0]
   if frame is not None and M is not None:
     raise ConfigError("a centred frame works with the Euclidean kernel only (M=None)")
+  if frame is not None:
+    row_sq = kernels_lib.frame_row_sq_distances(frame, matmul_precision=matmul_precision)
+    num_classes = frame.means.shape[0]
 
-  def f(x, i):
-    if frame is not None:
+    def f(x, i):
       centre = jnp.where(i < n, frame.labels[jnp.minimum(i, n - 1)],
                          kernels_lib.nearest_centre(frame, x[None])[0].astype(frame.labels.dtype))
-      sq = kernels_lib.frame_sq_distances(frame, x[None], centre[None], onehot_matmul=True,
-                                          matmul_precision=matmul_precision)[0]
-    else:
-      xm = x if M is None else jnp.matmul(x, M, precision=HIGHEST)
-      sq = jnp.sum(xm * x) + zz - 2.0 * jnp.matmul(zm, x, precision=HIGHEST)
-      sq = jnp.maximum(sq, 0.0)
+      sq = row_sq(x, jax.nn.one_hot(centre, num_classes, dtype=x.dtype))
+      keep = (jnp.arange(n) != i) if exclude_self else jnp.ones((n,), bool)
+      return _contract(sq, alpha, jnp.asarray(bandwidth, x.dtype), keep.astype(x.dtype), kfn)
+
+    return f
+
+  def f(x, i):
+    xm = x if M is None else jnp.matmul(x, M, precision=HIGHEST)
+    sq = jnp.sum(xm * x) + zz - 2.0 * jnp.matmul(zm, x, precision=HIGHEST)
+    sq = jnp.maximum(sq, 0.0)
     if exclude_self:
       self_term = jnp.arange(n) == i
       sq = jnp.where(self_term, jax.lax.stop_gradient(sq), sq)
     return jnp.matmul(kfn(sq, bandwidth), alpha, precision=HIGHEST)
 
   return f
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _contract(sq, alpha, bandwidth, keep, kfn):
+  """``kfn(sq, bandwidth) @ alpha`` for one query; ``sq`` ``[n]``, ``alpha`` ``[n, K]``.
+
+  Its derivative in ``sq`` is weighted by ``keep`` ``[n]`` (0 drops a term's
+  gradient, not its value: the masked self term). One rule for the whole
+  contraction, so reverse mode makes the ``[K, n]`` cotangent in one pass
+  (``α`` times the kernel's derivative) instead of replaying the kernel
+  elementwise and masking afterwards.
+  """
+  return jnp.matmul(kfn(sq, bandwidth), alpha, precision=HIGHEST)
+
+
+@_contract.defjvp
+def _contract_jvp(kfn, primals, tangents):
+  sq, alpha, bandwidth, keep = primals
+  dsq, dalpha, dbandwidth, _ = tangents
+  k, dk_dsq = jax.jvp(lambda s: kfn(s, bandwidth), (sq,), (jnp.ones_like(sq),))
+  _, dk_dbw = jax.jvp(lambda b: kfn(sq, b), (bandwidth,), (jnp.ones_like(bandwidth),))
+  out = jnp.matmul(k, alpha, precision=HIGHEST)
+  tangent = (jnp.matmul(dk_dsq * keep * dsq, alpha, precision=HIGHEST)
+             + jnp.matmul(k, dalpha, precision=HIGHEST)
+             + jnp.matmul(dk_dbw * dbandwidth, alpha, precision=HIGHEST))
+  return out, tangent
 
 
 @functools.partial(jax.jit, static_argnames=("kernel", "exclude_self", "batch_size"))

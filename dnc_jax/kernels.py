@@ -236,18 +236,17 @@ def nearest_centre(frame: CentredFrame, q: jax.Array) -> jax.Array:
 
 
 def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
-                       onehot_matmul: bool = False, matmul_precision: str = "highest") -> jax.Array:
+                       matmul_precision: str = "highest") -> jax.Array:
   """Squared distances ``[m, N]`` from queries ``q`` ``[m, d]`` to the frame's rows.
 
   ``centre`` ``[m]`` gives each query's centre class; any choice is exact in
   exact arithmetic, the nearest class mean is the accurate one. Differentiable
   in ``q`` with gradient ``2 (q_i - x_j)``.
 
-  ``onehot_matmul`` picks how the class term ``r · μ_{c_j}`` is spread over the
-  ``N`` rows: as a matmul with the one-hot labels (its gradient is a matmul too,
-  the fast choice inside an AGOP) or, by default, as a gather that fuses into
-  the elementwise pass (no extra ``[m, N]`` buffer: the kernel matrix's peak
-  memory drops from three ``[N, N]`` arrays to two).
+  The class term ``r · μ_{c_j}`` is spread over the ``N`` rows by a gather that
+  fuses into the elementwise pass (no extra ``[m, N]`` buffer: the kernel
+  matrix's peak memory is two ``[N, N]`` arrays, not three). For gradients of
+  one query at a time use :func:`frame_row_sq_distances`.
 
   ``matmul_precision`` (:mod:`dnc_jax.precision`) applies to the ``[m, d] × [d, N]``
   residual product, the only large matmul here.
@@ -258,12 +257,66 @@ def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
   rmu = jnp.matmul(r, frame.means.T, precision=HIGHEST)      # [m, K]  r · μ_a
   own = jnp.take_along_axis(rmu, centre[:, None], axis=1)    # [m, 1]  r · μ_c
   # r · (r_j + μ_{c_j}) with the small residual product kept separate.
-  if onehot_matmul:
-    spread = jnp.matmul(rmu, frame.onehot.T, precision=HIGHEST)     # [m, N]
-  else:
-    spread = jnp.take(rmu, frame.labels, axis=1)                    # [m, N]
+  spread = jnp.take(rmu, frame.labels, axis=1)                      # [m, N]
   cross = precision_lib.matmul(r, frame.resid.T, matmul_precision) + spread  # [m, N]
   const = (frame.own_const[None, :] - 2.0 * frame.resid_means[:, centre].T
            + frame.row_mean_sq_dist[:, centre].T)          # [m, N]
   sq = r_sq[:, None] + const - 2.0 * (cross - own)
   return jnp.maximum(sq, 0.0)
+
+
+def frame_row_sq_distances(frame: CentredFrame, *, matmul_precision: str = "highest"
+                           ) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  r"""``sq(x, centre_onehot)``: ONE query's squared distances ``[N]`` to the frame's rows.
+
+  The numbers of :func:`frame_sq_distances` for a single query ``x`` ``[d]`` whose
+  centre class is given one-hot (``[K]``), with reverse mode by a hand-written
+  rule. For a cotangent :math:`g \in \mathbb{R}^N`,
+
+  .. math::
+     \nabla_x \sum_j g_j \|x - x_j\|^2
+       = 2\Big(r \sum_j g_j - \sum_j g_j r_j - \sum_a G_a (\mu_a - \mu_c)\Big),
+     \qquad G_a = \sum_{j: c_j = a} g_j,
+
+  from ONE product of ``g`` with the ``[N, d + K]`` matrix of residuals and
+  one-hot labels side by side. Same-class mean differences are exactly zero
+  here, so a collapsed class keeps its float32 accuracy in the gradient as in
+  the distances. Under ``vmap(jacrev)`` ``g`` is the ``[B, K, N]`` cotangent
+  block, and this product is the AGOP's Jacobian GEMM: one pass over the block
+  instead of the four (two GEMMs, a reduction, a mask) that differentiating
+  :func:`frame_sq_distances` makes.
+
+  Forward mode is not defined (reverse mode only).
+  """
+  resid_aug = jnp.concatenate([frame.resid, frame.onehot], axis=1)     # [N, d + K]
+  d = frame.resid.shape[1]
+
+  def residual(x, centre_onehot):
+    mu = jnp.matmul(centre_onehot, frame.means, precision=HIGHEST)    # exact: one-hot
+    return x - mu, mu
+
+  @jax.custom_vjp
+  def sq(x, centre_onehot):
+    r, _ = residual(x, centre_onehot)
+    rmu = jnp.matmul(frame.means, r, precision=HIGHEST)                # [K]  r · μ_a
+    own = jnp.dot(rmu, centre_onehot, precision=HIGHEST)               # r · μ_c
+    cross = precision_lib.matmul(frame.resid, r, matmul_precision) + jnp.take(rmu, frame.labels)
+    const = (frame.own_const
+             - 2.0 * jnp.matmul(frame.resid_means, centre_onehot, precision=HIGHEST)
+             + jnp.matmul(frame.row_mean_sq_dist, centre_onehot, precision=HIGHEST))
+    return jnp.maximum(jnp.dot(r, r, precision=HIGHEST) + const - 2.0 * (cross - own), 0.0)
+
+  def fwd(x, centre_onehot):
+    return sq(x, centre_onehot), (x, centre_onehot)
+
+  def bwd(res, g):
+    x, centre_onehot = res
+    r, mu = residual(x, centre_onehot)
+    s = precision_lib.matmul(g, resid_aug, matmul_precision)           # [d + K]
+    ga = s[d:]
+    dmu = frame.means - mu[None, :]                                     # μ_a − μ_c
+    grad = 2.0 * (r * jnp.sum(ga) - s[:d] - jnp.matmul(ga, dmu, precision=HIGHEST))
+    return grad, jnp.zeros_like(centre_onehot)
+
+  sq.defvjp(fwd, bwd)
+  return sq

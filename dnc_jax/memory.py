@@ -133,7 +133,10 @@ def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
           "use fewer rows (--n), spread them over devices (--devices), or raise the budget "
           "(--memory-gb) if the machine has more memory free")
     cap = MAX_BLOCK_ROWS.get(backend or jax.default_backend(), MAX_BLOCK_ROWS_ACCELERATOR)
-    batch_size = int(max(1, min(n, cap, room // per_row)))
+    rows = int(max(1, min(n, cap, room // per_row)))
+    # As few blocks as that allows, evened out so the last one is not mostly padding.
+    blocks = -(-n // rows)
+    batch_size = -(-n // blocks)
   estimate = fixed + max(solve, int(batch_size) * per_row)
   return LayerPlan(int(batch_size), fixed, solve, per_row, estimate, int(budget))
 

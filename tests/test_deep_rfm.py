@@ -74,7 +74,7 @@ def test_collapse_deepens_with_depth(name):
 def test_layer_traces_once_per_width(monkeypatch):
   """One trace for the input width and one for the feature width, not one per layer."""
   statics = ("kernel", "features", "width", "weight_init", "num_classes", "global_mean",
-             "batch_size")
+             "batch_size", "matmul_precision")
   counted = jax.jit(chex.assert_max_traces(drfm.rfm_layer.__wrapped__, n=2),
                     static_argnames=statics)
   monkeypatch.setattr(drfm, "rfm_layer", counted)
