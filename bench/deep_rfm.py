@@ -63,18 +63,18 @@ REF_SHAPE = "[2048, 2048] x [2048, 2048]"
 
 
 def reference_matmul(size=2048):
-  """A function returning the current plain-matmul rate (GFLOP/s, best of 3)."""
+  """A function returning the current plain-matmul rate (GFLOP/s, median of 3)."""
   a = jnp.asarray(np.random.default_rng(1).normal(size=(size, size)), jnp.float32)
   mm = jax.jit(lambda a: jnp.matmul(a, a, precision=H))
   jax.block_until_ready(mm(a))
 
   def rate():
-    best = float("inf")
+    times = []
     for _ in range(3):
       t0 = time.perf_counter()
       jax.block_until_ready(mm(a))
-      best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e9
+      times.append(time.perf_counter() - t0)
+    return 2 * size**3 / statistics.median(times) / 1e9
 
   return rate
 
@@ -247,7 +247,7 @@ def bench_run(args):
   print(f"Deep RFM run: {args.dataset}, N={n}, N_test={xt.shape[0]}, d_in={x.shape[1]}, K={k}, "
         f"D={args.width}, depth {args.depth}, float32 {args.matmul_precision}, all metrics; "
         f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs")
-  print(f"reference: {REF_SHAPE} float32 matmul, best of 3, timed after every layer; a layer's "
+  print(f"reference: {REF_SHAPE} float32 matmul, median of 3, timed after every layer; a layer's "
         "ratio uses the reference timed before and after it")
   out = {}
   # The warm-up compiles both layer shapes (d_in -> D, then D -> D); the timed run reuses them.
