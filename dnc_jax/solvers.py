@@ -462,10 +462,10 @@ class SolveResult(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("kernel", "num_classes"))
 def _cholesky_system(x, y, labels, bandwidth, ridge, *, kernel, num_classes):
-  # The distances of deep_rfm._fit_predict: centred frame, symmetrised, zero diagonal.
+  # The distances of deep_rfm._fit_predict: centred frame, zero diagonal; the
+  # Cholesky reads the lower triangle.
   frame = kernels_lib.centred_frame(x, labels, num_classes)
   sq = kernels_lib.frame_sq_distances(frame, x, frame.labels)
-  sq = 0.5 * (sq + sq.T)
   sq = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, sq)
   return krr_lib.cholesky_solve(kernels_lib.kernel_from_sq(kernel)(sq, bandwidth), y, ridge)
 
