@@ -58,30 +58,27 @@ def _round_tf32_jvp(primals, tangents):
   return round_tf32(x), dx
 
 
-def matmul(a: jax.Array, b: jax.Array, mode: str = "highest") -> jax.Array:
-  """``a @ b`` in precision ``mode``; the result has ``a``'s dtype."""
+def _prepared(a: jax.Array, b: jax.Array, mode: str):
+  """``(a, b, keyword arguments)`` of a product in precision ``mode``."""
   if mode == "highest" or a.dtype == jnp.float64:
-    return jnp.matmul(a, b, precision=HIGHEST)
+    return a, b, {"precision": HIGHEST}
   if mode == "bf16":
-    return jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
-                      preferred_element_type=a.dtype)
+    return a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), {"preferred_element_type": a.dtype}
   if mode == "tf32":
     if jax.default_backend() == "gpu":
-      return jnp.matmul(a, b, precision=jax.lax.Precision.DEFAULT)
-    return jnp.matmul(round_tf32(a), round_tf32(b), precision=HIGHEST)
-  raise ConfigError(f"unknown matmul precision {mode!r}; choose one of "
-                    f"{', '.join(MATMUL_PRECISIONS)}")
+      return a, b, {"precision": jax.lax.Precision.DEFAULT}
+    return round_tf32(a), round_tf32(b), {"precision": HIGHEST}
+  check(mode)
+  raise AssertionError(mode)
+
+
+def matmul(a: jax.Array, b: jax.Array, mode: str = "highest") -> jax.Array:
+  """``a @ b`` in precision ``mode``; the result has ``a``'s dtype."""
+  a, b, kw = _prepared(a, b, mode)
+  return jnp.matmul(a, b, **kw)
 
 
 def einsum(spec: str, a: jax.Array, b: jax.Array, mode: str = "highest") -> jax.Array:
-  """Two-operand ``jnp.einsum`` in precision ``mode``."""
-  if mode == "highest" or a.dtype == jnp.float64:
-    return jnp.einsum(spec, a, b, precision=HIGHEST)
-  if mode == "bf16":
-    return jnp.einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
-                      preferred_element_type=a.dtype)
-  if mode == "tf32":
-    if jax.default_backend() == "gpu":
-      return jnp.einsum(spec, a, b, precision=jax.lax.Precision.DEFAULT)
-    return jnp.einsum(spec, round_tf32(a), round_tf32(b), precision=HIGHEST)
-  raise ConfigError(f"unknown matmul precision {mode!r}")
+  """Two-operand ``jnp.einsum`` in precision ``mode``; the result has ``a``'s dtype."""
+  a, b, kw = _prepared(a, b, mode)
+  return jnp.einsum(spec, a, b, **kw)

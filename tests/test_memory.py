@@ -28,7 +28,7 @@ def _compiled_layer_bytes(n, nt, d, width, k, bs):
 def test_estimate_bounds_the_compiled_layer(n, nt, d, width, bs):
   actual = _compiled_layer_bytes(n, nt, d, width, 10, bs)
   est = memory.plan_layer(n, nt, d, width, 10, budget=2**40, batch_size=bs).estimate_bytes
-  assert actual <= est <= 1.6 * actual, (actual, est)
+  assert actual <= est <= 1.8 * actual, (actual, est)
 
 
 def test_solve_holds_no_avoidable_n_by_n_copy():
