@@ -132,13 +132,18 @@ def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
           f"[N, N] kernel matrix and its factor) but the budget is {budget / GiB:.1f} GiB; "
           "use fewer rows (--n), spread them over devices (--devices), or raise the budget "
           "(--memory-gb) if the machine has more memory free")
-    cap = MAX_BLOCK_ROWS.get(backend or jax.default_backend(), MAX_BLOCK_ROWS_ACCELERATOR)
-    rows = int(max(1, min(n, cap, room // per_row)))
-    # As few blocks as that allows, evened out so the last one is not mostly padding.
-    blocks = -(-n // rows)
-    batch_size = -(-n // blocks)
+    batch_size = block_rows(n, per_row, room, backend=backend)
   estimate = fixed + max(solve, int(batch_size) * per_row)
   return LayerPlan(int(batch_size), fixed, solve, per_row, estimate, int(budget))
+
+
+def block_rows(n: int, per_row: int, room: int, *, backend: str | None = None) -> int:
+  """Rows per AGOP block for ``n`` rows: within ``room`` bytes and the backend's cap,
+  as few blocks as that allows, evened out so the last is not mostly padding."""
+  cap = MAX_BLOCK_ROWS.get(backend or jax.default_backend(), MAX_BLOCK_ROWS_ACCELERATOR)
+  rows = int(max(1, min(n, cap, room // max(1, per_row))))
+  blocks = -(-n // rows)
+  return -(-n // blocks)
 
 
 def peak_bytes() -> dict:

@@ -67,9 +67,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from dnc_jax import features as features_lib
 from dnc_jax import kernels as kernels_lib
 from dnc_jax import krr as krr_lib
+from dnc_jax import memory as memory_lib
 from dnc_jax import metrics as metrics_lib
 from dnc_jax import solvers
-from dnc_jax.agop import agop_sum, default_batch_size, kernel_predictor
+from dnc_jax.agop import agop_sum, kernel_predictor
 from dnc_jax.errors import ConfigError
 
 # The package re-exports the function `deep_rfm`, which shadows the module name.
@@ -502,11 +503,16 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
   if resume is not None:
     xs = shard_rows(np.asarray(resume.x, dtype), mesh, n_pad)
     xts = shard_rows(np.asarray(resume.x_test, dtype), mesh, nt_pad)
+  # Per device: half for the AGOP block (the solver's arrays take the rest).
+  budget = memory_lib.budget_bytes(config.memory_gb, mesh.devices.flat[0])
   for layer in range(start, config.depth + 1):
     t0 = time.perf_counter()
     d_in = xs.shape[1]
     width = config.width or d_in
-    bs = config.agop_batch_size or default_batch_size(n_pad // nd, n_pad * (num_classes + 2))
+    bs = config.agop_batch_size or memory_lib.block_rows(
+        n_pad // nd, memory_lib.layer_bytes(n_pad, 0, d_in, width, num_classes,
+                                            itemsize=jnp.dtype(dtype).itemsize)[2],
+        budget // 2, backend=mesh.devices.flat[0].platform)
     xn, xtn, m, mets, tp, ttp, ok, info = _sharded_layer(
         xs, xts, ys, labs, valid, valid_t, jax.random.fold_in(key, layer), config.bandwidth,
         config.ridge, config.sigma, mesh=mesh, kernel=config.kernel, features=config.features,
