@@ -30,6 +30,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from dnc_jax import kernels as kernels_lib
 from dnc_jax import precision as precision_lib
@@ -189,17 +190,28 @@ def _contract(sq, alpha, bandwidth, keep, kfn):
   return jnp.matmul(kfn(sq, bandwidth), alpha, precision=HIGHEST)
 
 
-@_contract.defjvp
 def _contract_jvp(kfn, primals, tangents):
   sq, alpha, bandwidth, keep = primals
   dsq, dalpha, dbandwidth, _ = tangents
-  k, dk_dsq = jax.jvp(lambda s: kfn(s, bandwidth), (sq,), (jnp.ones_like(sq),))
-  _, dk_dbw = jax.jvp(lambda b: kfn(sq, b), (bandwidth,), (jnp.ones_like(bandwidth),))
+  zero = lambda t: isinstance(t, SymbolicZero)  # noqa: E731
+  if zero(dsq):
+    k = kfn(sq, bandwidth)
+  else:
+    k, dk_dsq = jax.jvp(lambda s: kfn(s, bandwidth), (sq,), (jnp.ones_like(sq),))
   out = jnp.matmul(k, alpha, precision=HIGHEST)
-  tangent = (jnp.matmul(dk_dsq * keep * dsq, alpha, precision=HIGHEST)
-             + jnp.matmul(k, dalpha, precision=HIGHEST)
-             + jnp.matmul(dk_dbw * dbandwidth, alpha, precision=HIGHEST))
+  # Only the tangents that are not symbolically zero cost anything (the AGOP has dsq only).
+  tangent = jnp.zeros_like(out)
+  if not zero(dsq):
+    tangent = tangent + jnp.matmul(dk_dsq * keep * dsq, alpha, precision=HIGHEST)
+  if not zero(dalpha):
+    tangent = tangent + jnp.matmul(k, dalpha, precision=HIGHEST)
+  if not zero(dbandwidth):
+    _, dk_dbw = jax.jvp(lambda b: kfn(sq, b), (bandwidth,), (jnp.ones_like(bandwidth),))
+    tangent = tangent + jnp.matmul(dk_dbw * dbandwidth, alpha, precision=HIGHEST)
   return out, tangent
+
+
+_contract.defjvp(_contract_jvp, symbolic_zeros=True)
 
 
 @functools.partial(jax.jit, static_argnames=("kernel", "exclude_self", "batch_size"))

@@ -151,7 +151,7 @@ def layer_flops(n: int, n_test: int, d: int, num_classes: int, width: int) -> di
   * ``solve``: :math:`N^3/3 + 2N^2K` (Cholesky and two triangular solves) plus
     :math:`2N^2K + 2N_tNK` (train and test predictions);
   * ``agop``: :math:`2N^2d + 2N^2K` (forward), :math:`2N^2Kd` (Jacobians),
-    :math:`2NKd^2` (:math:`J^	op J`);
+    :math:`2NKd^2` (:math:`J^\top J`);
   * ``sqrt``: :math:`9d^3` (symmetric eigendecomposition) :math:`+ 2d^3`;
   * ``features``: :math:`2(N+N_t)d^2` (projection) :math:`+ 2(N+N_t)dD`.
 

@@ -58,7 +58,6 @@ def _safe_sqrt(sq: jax.Array) -> jax.Array:
   return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
-@jax.custom_jvp
 def laplace_from_sq(sq: jax.Array, bandwidth) -> jax.Array:
   r"""Laplace kernel values from squared distances.
 
@@ -71,10 +70,16 @@ def laplace_from_sq(sq: jax.Array, bandwidth) -> jax.Array:
   replaying ``exp``/``sqrt``/``where`` elementwise: the AGOP's ``vmap(jacrev)``
   pushes ``K`` cotangents of size ``[B, N]`` through this map per block.
   """
+  # The bandwidth in the distances' dtype: an integer one would get a float0 tangent.
+  return _laplace_from_sq(sq, jnp.asarray(bandwidth, sq.dtype))
+
+
+@jax.custom_jvp
+def _laplace_from_sq(sq: jax.Array, bandwidth: jax.Array) -> jax.Array:
   return jnp.exp(-_safe_sqrt(sq) / bandwidth)
 
 
-@laplace_from_sq.defjvp
+@_laplace_from_sq.defjvp
 def _laplace_from_sq_jvp(primals, tangents):
   sq, bandwidth = primals
   dsq, dbandwidth = tangents

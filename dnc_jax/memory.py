@@ -72,17 +72,38 @@ def available_bytes(device: jax.Device | None = None) -> int:
 
 
 def _host_available_bytes() -> int:
+  avail = None
   try:
     with open("/proc/meminfo") as f:
       for line in f:
         if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
+          avail = int(line.split()[1]) * 1024
   except OSError:
     pass
-  try:
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-  except (ValueError, OSError, AttributeError):
-    return 8 * GiB
+  if avail is None:
+    try:
+      avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+      avail = 8 * GiB
+  limit = _cgroup_room()
+  return avail if limit is None else min(avail, limit)
+
+
+def _cgroup_room() -> int | None:
+  """Memory left under a container's limit (cgroup v2 or v1), or None without one."""
+  for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                  "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    try:
+      with open(limit_file) as f:
+        raw = f.read().strip()
+      if raw == "max" or int(raw) >= 2**60:
+        return None
+      with open(usage_file) as f:
+        return max(0, int(raw) - int(f.read().strip()))
+    except (OSError, ValueError):
+      continue
+  return None
 
 
 def budget_bytes(memory_gb: float | None, device: jax.Device | None = None) -> int:
@@ -130,8 +151,8 @@ def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
       raise ConfigError(
           f"a Deep RFM layer with N = {n} training rows needs about {need:.1f} GiB (the "
           f"[N, N] kernel matrix and its factor) but the budget is {budget / GiB:.1f} GiB; "
-          "use fewer rows (--n), spread them over devices (--devices), or raise the budget "
-          "(--memory-gb) if the machine has more memory free")
+          "use fewer rows (--n), the matrix-free solver over devices (--solver cg "
+          "--devices D), or raise the budget (--memory-gb) if the machine has more free")
     batch_size = block_rows(n, per_row, room, backend=backend)
   estimate = fixed + max(solve, int(batch_size) * per_row)
   return LayerPlan(int(batch_size), fixed, solve, per_row, estimate, int(budget))
@@ -141,6 +162,7 @@ def block_rows(n: int, per_row: int, room: int, *, backend: str | None = None) -
   """Rows per AGOP block for ``n`` rows: within ``room`` bytes and the backend's cap,
   as few blocks as that allows, evened out so the last is not mostly padding."""
   cap = MAX_BLOCK_ROWS.get(backend or jax.default_backend(), MAX_BLOCK_ROWS_ACCELERATOR)
+  n = max(1, int(n))
   rows = int(max(1, min(n, cap, room // max(1, per_row))))
   blocks = -(-n // rows)
   return -(-n // blocks)

@@ -48,6 +48,13 @@ def test_kernel_agop_matches_closed_form(x64, kernel, use_m):
   assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-10
 
 
+def test_integer_bandwidth_is_accepted(x64):
+  rng = np.random.default_rng(5)
+  x, alpha = rng.normal(size=(15, 3)), rng.normal(size=(15, 2))
+  got = dj.kernel_agop(jnp.asarray(x), jnp.asarray(alpha), bandwidth=3)
+  np.testing.assert_allclose(got, _closed_form_kernel_agop(x, alpha, "laplace", 3.0), rtol=1e-10)
+
+
 def test_self_term_is_masked_by_index(x64):
   """At a training point the own term adds nothing, even though its distance is 0."""
   rng = np.random.default_rng(1)

@@ -24,6 +24,10 @@ def test_round_tf32_is_nearest_with_ten_mantissa_bits():
   x[:4] = [0.0, -0.0, 1.0, 1.0 + 2.0**-11]   # a tie rounds to even: 1 + 2^-11 -> 1
   got = np.asarray(precision.round_tf32(jnp.asarray(x)))
   np.testing.assert_array_equal(got, _np_round_tf32(x).astype(np.float32))
+  special = np.array([np.inf, -np.inf, np.nan], np.float32)
+  nan_payloads = np.array([0x7FFFFFFF, 0xFFFFFFFF], np.uint32).view(np.float32)
+  out = np.asarray(precision.round_tf32(jnp.asarray(np.concatenate([special, nan_payloads]))))
+  assert out[0] == np.inf and out[1] == -np.inf and np.all(np.isnan(out[2:]))
   assert np.all(got.view(np.uint32) & 0x1FFF == 0)
   assert got[3] == 1.0
 

@@ -46,6 +46,10 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, capsys):
   # Options may not change on resume ...
   assert cli.main(["--out", str(killed), "--resume", "--depth", "9"]) == 2
   assert "--depth 9 differs from the saved 8" in capsys.readouterr().err
+  # A resumption refused for memory keeps the finished layers (the budget may change).
+  assert cli.main(["--out", str(killed), "--resume", "--memory-gb", "1e-6"]) == 2
+  assert "--memory-gb" in capsys.readouterr().err
+  assert (killed / "checkpoint" / "state.json").exists()
   # ... and the resumed run equals the uninterrupted one.
   assert cli.main(["--out", str(killed), "--resume", "--no-progress"]) == 0
   a = json.loads((full / "metrics.json").read_text())

@@ -148,8 +148,10 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
   return p
 
 
-# Flags that may differ between a run and its resumption.
-_RUN_CONTROL = ("out", "resume", "overwrite", "no_progress", "compile_cache", "no_compile_cache")
+# Flags that may differ between a run and its resumption (the memory budget only
+# sets the AGOP block size, which changes the result at round-off level at most).
+_RUN_CONTROL = ("out", "resume", "overwrite", "no_progress", "compile_cache", "no_compile_cache",
+                "memory_gb")
 CHECKPOINT = "checkpoint"
 
 
@@ -181,6 +183,7 @@ def _resume_options(args, argv) -> argparse.Namespace:
                    f"{saved.get(name)!r}; drop the flag, or start a new run in another --out")
   merged = dict(saved)
   merged.setdefault("precision", "float64" if merged.get("x64") else "float32")
+  merged.setdefault("matmul_precision", "highest")   # checkpoints older than the flag
   merged.update({k: getattr(args, k) for k in _RUN_CONTROL})
   return argparse.Namespace(**merged)
 
@@ -224,7 +227,11 @@ def compile_cache_dir(flag: str | None) -> str:
 
 
 def enable_compile_cache(folder: str | None) -> None:
-  """Points JAX's persistent compilation cache at ``folder`` (layers compile once per shape)."""
+  """Points JAX's persistent compilation cache at ``folder`` (layers compile once per shape).
+
+  JAX reads this setting once per process, at its first compilation: it applies to
+  the whole process, and a later call with another folder (or ``None``) changes nothing.
+  """
   if folder is None:
     return
   import jax
@@ -319,6 +326,8 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
                   on_state=lambda st: save_checkpoint(ckpt, st))
     devices = run_cfg.devices or jax.device_count()
     if devices > 1 or run_cfg.solver != "cholesky":
+      if rfm_cfg.memory_gb is not None:
+        common["memory_bytes"] = budget
       from dnc_jax import sharded
       result = sharded.sharded_deep_rfm(x, ds.y_train, rfm_cfg, devices=devices,
                                         solver=run_cfg.solver, cg_tol=run_cfg.cg_tol,
@@ -327,8 +336,9 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
     else:
       result = drfm.deep_rfm(x, ds.y_train, rfm_cfg, **common)
   except DncError:
-    import shutil
-    shutil.rmtree(ckpt, ignore_errors=True)  # a failed run leaves nothing behind
+    if not run_cfg.resume:   # a failed run leaves nothing behind; a resumed one keeps its layers
+      import shutil
+      shutil.rmtree(ckpt, ignore_errors=True)
     raise
   finally:
     if bar is not None:
@@ -353,7 +363,8 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
           "budget_bytes": budget,
           "peak_device_bytes": peak["device"],
           "peak_host_bytes": peak["host"],
-          "estimate_bytes": max(r.get("memory_estimate_bytes", 0) for r in result.layers),
+          "estimate_bytes": max((r["memory_estimate_bytes"] for r in result.layers
+                                 if "memory_estimate_bytes" in r), default=None),
           "note": "peak_device_bytes: the accelerator allocator's peak (null on a CPU); "
                   "peak_host_bytes: the process's peak resident set (where a CPU run's arrays "
                   "live); estimate_bytes: dnc_jax.memory's bound for the largest layer",
