@@ -44,19 +44,10 @@ from dnc_jax import features as F
 from dnc_jax import kernels as K
 from dnc_jax import krr as R
 from dnc_jax import metrics as MT
-from dnc_jax.agop import agop_sum, default_batch_size, kernel_predictor
+from dnc_jax import memory as MEM
+from dnc_jax.agop import agop_sum, kernel_predictor
 
 H = jax.lax.Precision.HIGHEST
-
-
-def timeit(fn, *args, repeats=3):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 REF_SHAPE = "[2048, 2048] x [2048, 2048]"
@@ -160,7 +151,7 @@ def bench_one(args, quiet=False):
   x = centres[np.asarray(lab)] + rng.normal(size=(n, d))
   x = jnp.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), jnp.float32)
   y = 2.0 * jax.nn.one_hot(lab, k, dtype=jnp.float32) - 1.0
-  bs = default_batch_size(n, n * (k + 2))
+  bs = MEM.plan_layer(n, 1, d, width, k, budget=MEM.budget_bytes(None)).batch_size  # as rfm_layer
 
   sq = jnp.asarray(rng.normal(size=(2048, 2048)), jnp.float32)
   mm = jax.jit(lambda a: jnp.matmul(a, a, precision=H))

@@ -33,13 +33,13 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from dnc_jax import kernels as kernels_lib
+from dnc_jax import memory as memory_lib
 from dnc_jax import precision as precision_lib
 from dnc_jax.errors import ConfigError
 
 HIGHEST = jax.lax.Precision.HIGHEST
 _DEFAULT_BLOCK_BYTES = 512 * 2**20
-# Past a few hundred rows a block gains no matmul efficiency but loses cache locality.
-_MAX_BLOCK_ROWS = 256
+_MAX_BLOCK_ROWS = memory_lib.MAX_BLOCK_ROWS["cpu"]
 
 
 def default_batch_size(n: int, per_row_floats: int, *, itemsize: int = 4,

@@ -302,14 +302,9 @@ def frame_row_sq_distances(frame: CentredFrame, *, matmul_precision: str = "high
 
   @jax.custom_vjp
   def sq(x, centre_onehot):
-    r, _ = residual(x, centre_onehot)
-    rmu = jnp.matmul(frame.means, r, precision=HIGHEST)                # [K]  r · μ_a
-    own = jnp.dot(rmu, centre_onehot, precision=HIGHEST)               # r · μ_c
-    cross = precision_lib.matmul(frame.resid, r, matmul_precision) + jnp.take(rmu, frame.labels)
-    const = (frame.own_const
-             - 2.0 * jnp.matmul(frame.resid_means, centre_onehot, precision=HIGHEST)
-             + jnp.matmul(frame.row_mean_sq_dist, centre_onehot, precision=HIGHEST))
-    return jnp.maximum(jnp.dot(r, r, precision=HIGHEST) + const - 2.0 * (cross - own), 0.0)
+    centre = jnp.argmax(centre_onehot).astype(frame.labels.dtype)
+    return frame_sq_distances(frame, x[None], centre[None],
+                              matmul_precision=matmul_precision)[0]
 
   def fwd(x, centre_onehot):
     return sq(x, centre_onehot), (x, centre_onehot)

@@ -62,16 +62,14 @@ def _round_tf32_jvp(primals, tangents):
 
 def _prepared(a: jax.Array, b: jax.Array, mode: str):
   """``(a, b, keyword arguments)`` of a product in precision ``mode``."""
+  check(mode)
   if mode == "highest" or a.dtype == jnp.float64:
     return a, b, {"precision": HIGHEST}
   if mode == "bf16":
     return a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), {"preferred_element_type": a.dtype}
-  if mode == "tf32":
-    if jax.default_backend() == "gpu":
-      return a, b, {"precision": jax.lax.Precision.DEFAULT}
-    return round_tf32(a), round_tf32(b), {"precision": HIGHEST}
-  check(mode)
-  raise AssertionError(mode)
+  if jax.default_backend() == "gpu":   # tf32
+    return a, b, {"precision": jax.lax.Precision.DEFAULT}
+  return round_tf32(a), round_tf32(b), {"precision": HIGHEST}
 
 
 def matmul(a: jax.Array, b: jax.Array, mode: str = "highest") -> jax.Array:

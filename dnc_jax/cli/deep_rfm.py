@@ -319,6 +319,8 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
       bar.set_postfix(nc1_agop=f"{rec['nc1']['agop']:.3g}", test_acc=rec["test_acc"])
 
   budget = memory_lib.budget_bytes(rfm_cfg.memory_gb)
+  # The run plans with this budget, the one metrics.json reports (free memory is read once).
+  planned = dataclasses.replace(rfm_cfg, memory_gb=budget / memory_lib.GiB)
   t0 = time.perf_counter()
   try:
     common = dict(key=jax.random.key(run_cfg.seed), x_test=xt, labels_test=ds.y_test,
@@ -329,12 +331,12 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
       if rfm_cfg.memory_gb is not None:
         common["memory_bytes"] = budget
       from dnc_jax import sharded
-      result = sharded.sharded_deep_rfm(x, ds.y_train, rfm_cfg, devices=devices,
+      result = sharded.sharded_deep_rfm(x, ds.y_train, planned, devices=devices,
                                         solver=run_cfg.solver, cg_tol=run_cfg.cg_tol,
                                         cg_max_iter=run_cfg.cg_max_iter, cg_rank=run_cfg.cg_rank,
                                         **common)
     else:
-      result = drfm.deep_rfm(x, ds.y_train, rfm_cfg, **common)
+      result = drfm.deep_rfm(x, ds.y_train, planned, **common)
   except DncError:
     if not run_cfg.resume:   # a failed run leaves nothing behind; a resumed one keeps its layers
       import shutil
