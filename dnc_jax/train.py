@@ -111,7 +111,7 @@ def paper_defaults(model: str, dataset: str = "fashion_mnist") -> dict:
   """
   if model not in nets.MODELS:
     raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(nets.MODELS)}")
-  mnist = dataset == "mnist"
+  mnist = dataset in ("mnist", "mnist5k")
   return {
       "mlp": {"lr": 0.05, "momentum": 0.0, "epochs": 500, "init": 0.2 if mnist else 0.3},
       "resnet18": {"lr": 0.05, "momentum": 0.0, "epochs": 300, "init": 0.2},
