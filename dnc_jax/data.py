@@ -52,6 +52,8 @@ __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
     "DIGITS_TRAIN_SIZE",
     "MNIST5K_TRAIN_PER_CLASS",
+    "SVHN_TRAIN_COUNTS",
+    "class_counts_for",
     "Dataset",
     "cache_dir",
     "load_dataset",
@@ -85,6 +87,12 @@ MNIST5K_TRAIN_PER_CLASS = 400
 MNIST5K_PER_CLASS = 500
 
 _TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "svhn_cropped")
+
+# SVHN's published training-set counts of the digits 0..9 (73,257 images): the
+# class proportions of the paper's imbalanced case (Fig. 5B), about 18.9 % ones
+# and 6.4 % nines. ``class_proportions="svhn"`` gives any dataset these proportions.
+SVHN_TRAIN_COUNTS = (4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659)
+_NAMED_PROPORTIONS = {"svhn": SVHN_TRAIN_COUNTS}
 
 _IMAGE_SHAPES = {
     "digits": (8, 8, 1),
@@ -1334,6 +1342,76 @@ def _take_first(y: np.ndarray, n: int | None, k: int, *, balanced: bool, split: 
   return np.flatnonzero(keep)
 
 
+def _parse_proportions(proportions, k: int | None = None) -> np.ndarray | None:
+  """``proportions`` (a name, a comma-separated string or a sequence) as fractions.
+
+  ``k``: the number of classes the proportions must have (not checked when None).
+  """
+  if proportions is None:
+    return None
+  if isinstance(proportions, str):
+    key = proportions.strip().lower()
+    if key in _NAMED_PROPORTIONS:
+      proportions = _NAMED_PROPORTIONS[key]
+    else:
+      try:
+        proportions = [float(v) for v in proportions.split(",") if v.strip()]
+      except ValueError:
+        raise ConfigError(f"class_proportions must be {', '.join(_NAMED_PROPORTIONS)} or "
+                          f"comma-separated numbers, got {proportions!r}") from None
+  try:
+    p = np.asarray(proportions, dtype=np.float64).reshape(-1)
+  except (TypeError, ValueError):
+    raise ConfigError(f"class_proportions must be numbers, got {proportions!r}") from None
+  if k is not None and p.shape[0] != k:
+    raise ConfigError(f"class_proportions has {p.shape[0]} entries but the data have {k} "
+                      "classes; give one weight per class (in the order of the classes)")
+  if p.size == 0 or not (np.isfinite(p).all() and (p > 0).all()):
+    raise ConfigError(f"class_proportions must be finite and > 0, got {p.tolist()}")
+  return p / p.sum()
+
+
+def class_counts_for(n: int, proportions) -> np.ndarray:
+  """Per-class counts summing to ``n`` in the given proportions (largest remainders).
+
+  Args:
+    n: total number of points.
+    proportions: ``[K]`` positive weights (any scale) or a name (``"svhn"``).
+
+  Returns:
+    ``[K]`` int64 counts: ``floor(n p_k)``, plus one for the classes with the
+    largest remainders ``n p_k - floor(n p_k)`` (ties: lower class index) until
+    they sum to ``n``. Deterministic.
+  """
+  p = _parse_proportions(proportions)
+  k = p.shape[0]
+  exact = n * p
+  counts = np.floor(exact).astype(np.int64)
+  rest = int(n - counts.sum())
+  order = np.lexsort((np.arange(k), -(exact - counts)))
+  counts[order[:rest]] += 1
+  return counts
+
+
+def _take_proportional(y: np.ndarray, n: int | None, k: int, proportions: np.ndarray, *,
+                       name: str) -> np.ndarray:
+  """Indices of the first ``counts[c]`` points of each class c, counts in ``proportions``."""
+  available = np.bincount(y, minlength=k)
+  if n is None:   # the largest subset that every class can supply
+    n = int(np.min(np.floor(available / proportions + 1e-9)))
+  counts = class_counts_for(n, proportions)
+  short = np.flatnonzero(counts > available)
+  if short.size:
+    c = int(short[0])
+    largest = int(np.min(np.floor(available / proportions + 1e-9)))
+    raise DataError(f"{name}: class_proportions with n={n} need {counts[c]} training points of "
+                    f"class {c}, which has {available[c]}; use n <= {largest}")
+  keep = np.zeros(y.shape[0], dtype=bool)
+  for c in range(k):
+    keep[np.flatnonzero(y == c)[:counts[c]]] = True
+  return np.flatnonzero(keep)
+
+
 _BLOCK = 4096  # rows per block: bounded temporaries, cache-friendly passes
 
 
@@ -1399,7 +1477,7 @@ def _standardise(x_train: np.ndarray, x_test: np.ndarray):
 
 
 def _process(name: str, x_train, y_train, x_test, y_test, *, k_all: int, n, n_test, balanced,
-             classes, max_value: float, image_shape, flatten: bool):
+             classes, max_value: float, image_shape, flatten: bool, proportions=None):
   """Steps 2–7 of the module docstring. Returns (arrays, info pieces).
 
   Scaling to [0, 1] is a division of every feature by the same ``max_value``,
@@ -1413,7 +1491,10 @@ def _process(name: str, x_train, y_train, x_test, y_test, *, k_all: int, n, n_te
   if y_train.shape[0] == 0:
     raise DataError(f"{name}: no training points left after selecting classes {classes}")
 
-  idx = _take_first(y_train, n, k, balanced=balanced, split="train", name=name)
+  if proportions is not None:
+    idx = _take_proportional(y_train, n, k, proportions, name=name)
+  else:
+    idx = _take_first(y_train, n, k, balanced=balanced, split="train", name=name)
   y_train = y_train[idx]
   keep_train = idx
   idx_test = _take_first(y_test, n_test, k,
@@ -1486,7 +1567,8 @@ def load_raw(name: str, *, data_dir=None, cache: bool = True) -> RawData:
 
 def load_dataset(name: str, *, n: int | None = None, n_test: int | None = None,
                  data_dir=None, classes=None, balanced: bool = False, flatten: bool = True,
-                 cache: bool = True, seed: int = 0, **synthetic_options) -> Dataset:
+                 cache: bool = True, seed: int = 0, class_proportions=None,
+                 **synthetic_options) -> Dataset:
   """Loads and prepares a dataset (SPEC §6).
 
   Args:
@@ -1505,6 +1587,14 @@ def load_dataset(name: str, *, n: int | None = None, n_test: int | None = None,
       (convolutional networks).
     cache: read/write the decoded uint8 arrays under :func:`cache_dir`.
     seed: seed of the ``synthetic`` generator (other datasets are not random).
+    class_proportions: an imbalanced training subset: ``"svhn"`` (SVHN's training
+      proportions, :data:`SVHN_TRAIN_COUNTS`: 6.8 % zeros, 18.9 % ones, ..., 6.4 %
+      nines) or one positive weight per class (a sequence or ``"w0,w1,..."``, any
+      scale, in the order of ``classes``). The ``n`` training points are split into
+      per-class counts by :func:`class_counts_for` (largest remainders) and the
+      first that many points of each class are kept; ``n=None`` takes the largest
+      such subset. Deterministic. The test split is not affected (first
+      ``n_test``). Not with ``balanced`` or ``synthetic`` (which has ``imbalance``).
     **synthetic_options: for ``synthetic`` only: ``num_classes`` (10), ``dim``
       (64), ``imbalance`` (1.0: ratio of the largest to the smallest class,
       geometric in between), ``noise`` (1.0: std of the within-class Gaussian),
@@ -1526,6 +1616,12 @@ def load_dataset(name: str, *, n: int | None = None, n_test: int | None = None,
                       f"dataset, not to {name}")
   options = {"n": n, "n_test": n_test, "classes": None, "balanced": bool(balanced),
              "flatten": bool(flatten), "cache": bool(cache)}
+  if class_proportions is not None:
+    if balanced:
+      raise ConfigError("class_proportions and balanced=True contradict each other; give one")
+    if name == "synthetic":
+      raise ConfigError("class_proportions does not apply to the synthetic dataset; use its "
+                        "imbalance option")
 
   if name == "synthetic":
     return _load_synthetic(n=n, n_test=n_test, classes=classes, balanced=balanced,
@@ -1535,6 +1631,12 @@ def load_dataset(name: str, *, n: int | None = None, n_test: int | None = None,
   class_list = _parse_classes(classes, k_all, name)
   options["classes"] = class_list
   k = k_all if class_list is None else len(class_list)
+  proportions = _parse_proportions(class_proportions, k)
+  if proportions is not None:
+    options["class_proportions"] = (class_proportions.strip().lower()
+                                    if isinstance(class_proportions, str) and
+                                    class_proportions.strip().lower() in _NAMED_PROPORTIONS
+                                    else proportions.tolist())
   t0 = time.perf_counter()
   raw, cache_status = _load_raw(name, data_dir, cache=cache)
   _check_raw(raw, name, k_all)
@@ -1543,7 +1645,7 @@ def load_dataset(name: str, *, n: int | None = None, n_test: int | None = None,
   arrays, counts = _process(name, raw.x_train, raw.y_train, raw.x_test, raw.y_test,
                             k_all=k_all, n=n, n_test=n_test, balanced=balanced,
                             classes=class_list, max_value=raw.max_value,
-                            image_shape=image_shape, flatten=flatten)
+                            image_shape=image_shape, flatten=flatten, proportions=proportions)
   names = CLASS_NAMES[name]
   info = {
       "name": name,
@@ -1560,6 +1662,7 @@ def load_dataset(name: str, *, n: int | None = None, n_test: int | None = None,
       "standardisation": "per feature, training mean and std (ddof=0); "
                          "features constant on the training points set to 0",
       "options": options,
+      "class_proportions": None if proportions is None else proportions.tolist(),
       **counts,
       **raw.extra,
   }

@@ -268,11 +268,15 @@ class DeepRFMResult(NamedTuple):
     ms: the layers' ``M`` (``[d_l, d_l]`` NumPy arrays) when ``keep_m``, else ``None``.
     grams: ``{layer: (gram [m, m], labels [m])}`` Gram pictures of ``input``
       (layer ``L + 1`` is the final representation).
+    grams_agop: the same for ``agop``, :math:`\tilde X_l = X_l M_l^{1/2}` (the
+      representation of the paper's Gram figures), at the layers ``≤ L`` of
+      ``config.gram_layers``.
   """
   layers: list
   final: dict
   ms: list | None
   grams: dict
+  grams_agop: dict | None = None
 
 
 class DeepRFMState(NamedTuple):
@@ -285,6 +289,7 @@ class DeepRFMState(NamedTuple):
     layers: the records of the layers done.
     grams: Gram pictures recorded so far.
     ms: the layers' ``M`` so far (when ``keep_m``), else ``None``.
+    grams_agop: Gram pictures of ``agop`` recorded so far (``None``: none).
   """
   layer: int
   x: np.ndarray
@@ -292,6 +297,7 @@ class DeepRFMState(NamedTuple):
   layers: list
   grams: dict
   ms: list | None
+  grams_agop: dict | None = None
 
 
 def resume_point(resume: DeepRFMState | None, config: DeepRFMConfig, n: int):
@@ -368,6 +374,7 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
   n = x.shape[0]
 
   start, layers, grams, ms = resume_point(resume, config, n)
+  grams_agop = dict(resume.grams_agop or {}) if resume is not None else {}
   if resume is not None:
     x, x_test = jnp.asarray(resume.x, dtype), jnp.asarray(resume.x_test, dtype)
   budget = memory_lib.budget_bytes(config.memory_gb)
@@ -409,13 +416,17 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
       g, gl = metrics_lib.gram_picture(normalise_rows(x), labels_np, num_classes=num_classes,
                                        per_class=config.gram_per_class)
       grams[layer] = (np.asarray(g), gl)
+      xa = jnp.matmul(normalise_rows(x), metrics_lib.psd_sqrt(out.m), precision=HIGHEST)
+      g, gl = metrics_lib.gram_picture(xa, labels_np, num_classes=num_classes,
+                                       per_class=config.gram_per_class)
+      grams_agop[layer] = (np.asarray(g), gl)
     if ms is not None:
       ms.append(np.asarray(out.m))
     layers.append(record)
     x, x_test = x_next, xt_next
     if on_state is not None:
       on_state(DeepRFMState(layer, np.asarray(x), np.asarray(x_test), list(layers), dict(grams),
-                            None if ms is None else list(ms)))
+                            None if ms is None else list(ms), dict(grams_agop)))
     if callback is not None:
       callback(record)
 
@@ -430,4 +441,4 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
   g, gl = metrics_lib.gram_picture(normalise_rows(x), labels_np, num_classes=num_classes,
                                    per_class=config.gram_per_class)
   grams[config.depth + 1] = (np.asarray(g), gl)
-  return DeepRFMResult(layers, final, ms, grams)
+  return DeepRFMResult(layers, final, ms, grams, grams_agop)

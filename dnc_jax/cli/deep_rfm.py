@@ -28,6 +28,7 @@ class RunConfig:
   n_test: int | None = None
   classes: str | None = None
   balanced: bool = False
+  class_proportions: str | None = None
   cache: bool = True
   seed: int = 0
   x64: bool = False           # resolved from --precision before the run
@@ -72,6 +73,11 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                  help="comma-separated subset of classes, relabelled 0..k-1 (e.g. 0,1,7)")
   g.add_argument("--balanced", action="store_true",
                  help="take the first n/K points of each class instead of the first n")
+  g.add_argument("--class-proportions", default=None,
+                 help="imbalanced training subset: 'svhn' (SVHN's training proportions, "
+                      "18.9%% ones ... 6.4%% nines, the paper's imbalanced case, Fig. 5B) or one "
+                      "weight per class 'w0,w1,...'; the first n points in these proportions, "
+                      "per class (dnc_jax.data.class_counts_for); the test split is unchanged")
   g.add_argument("--no-cache", action="store_true", help="do not read or write the dataset cache")
   r = p.add_argument_group("Deep RFM (flags left unset take the preset's value)")
   r.add_argument("--preset", default="reference", choices=("reference", "paper"),
@@ -92,7 +98,10 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
   r.add_argument("--weight-init", default=None, choices=("normal", "uniform"),
                  help="ReLU weights: N(0, 2/D) or U(+-1/sqrt d) [reference: uniform, paper: normal]")
   r.add_argument("--sigma", type=float, default=None,
-                 help="Cauchy scale of the cos features' frequencies [0.05]")
+                 help="gamma of the cos features: frequencies ~ Cauchy(scale gamma), the map "
+                      "approximates the l1-Laplace kernel exp(-gamma ||x-z||_1). The paper: "
+                      "0.05 (MNIST; its Appendix D gives 0.05 for all cos runs); the authors' "
+                      "code comments 0.1 for CIFAR-10 and SVHN, 0.05 for MNIST [0.05]")
   r.add_argument("--global-mean", default=None, choices=("sample", "class_means"),
                  help="global mean in the metrics: sample mean, or mean of class means (the "
                       "authors' code); identical for balanced classes [sample]")
@@ -184,6 +193,7 @@ def _resume_options(args, argv) -> argparse.Namespace:
   merged = dict(saved)
   merged.setdefault("precision", "float64" if merged.get("x64") else "float32")
   merged.setdefault("matmul_precision", "highest")   # checkpoints older than the flag
+  merged.setdefault("class_proportions", None)
   merged.update({k: getattr(args, k) for k in _RUN_CONTROL})
   return argparse.Namespace(**merged)
 
@@ -202,7 +212,9 @@ def parse(argv=None):
                    "run is float64 (--precision auto is float64 on a CPU); add --precision float32")
   run_cfg = RunConfig(
       dataset=args.dataset, data_dir=args.data_dir, n=args.n, n_test=args.n_test,
-      classes=args.classes, balanced=args.balanced, cache=not args.no_cache, seed=args.seed,
+      classes=args.classes, balanced=args.balanced,
+      class_proportions=getattr(args, "class_proportions", None),
+      cache=not args.no_cache, seed=args.seed,
       x64=args.precision == "float64", precision=args.precision, out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
       resume=args.resume, devices=args.devices, solver=args.solver, cg_tol=args.cg_tol,
       cg_max_iter=args.cg_max_iter, cg_rank=args.cg_rank,
@@ -280,14 +292,15 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
   n_test = run_cfg.n_test if run_cfg.n_test is not None else DEFAULT_N_TEST.get(run_cfg.dataset, 1000)
   ds = data_lib.load_dataset(run_cfg.dataset, n=n, n_test=n_test, data_dir=run_cfg.data_dir,
                              classes=run_cfg.classes, balanced=run_cfg.balanced,
-                             cache=run_cfg.cache, seed=run_cfg.seed)
+                             cache=run_cfg.cache, seed=run_cfg.seed,
+                             class_proportions=run_cfg.class_proportions)
   dtype = np.float64 if run_cfg.x64 else np.float32
   x, xt = ds.x_train.astype(dtype), ds.x_test.astype(dtype)
   k = ds.num_classes
   metrics_lib.check_labels(x, ds.y_train, k)
 
   runs.clear_run_files(out, ("config.json", "metrics.json", "metrics.csv", "nc1.png", "nc2.png",
-                             "gram.png", "grams.npz", "ms.npz"))
+                             "gram.png", "gram_agop.png", "grams.npz", "ms.npz"))
   ckpt = out / CHECKPOINT
   resume_state = load_checkpoint(ckpt, drfm) if run_cfg.resume else None
   if resume_state is None:
@@ -347,6 +360,12 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
       bar.close()
   total = time.perf_counter() - t0
   peak = memory_lib.peak_bytes()
+  from dnc_jax import report_rfm
+  grams_agop = result.grams_agop or {}
+  gram_blocks = {str(l): {"input": report_rfm.gram_block_means(g, lab)}
+                 for l, (g, lab) in sorted(result.grams.items())}
+  for l, (g, lab) in sorted(grams_agop.items()):
+    gram_blocks.setdefault(str(l), {})["agop"] = report_rfm.gram_block_means(g, lab)
 
   metrics = {
       "config": config,
@@ -360,6 +379,7 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
       },
       "layers": result.layers,
       "final": result.final,
+      "gram_blocks": gram_blocks,
       "seconds_total": total,
       "memory": {
           "budget_bytes": budget,
@@ -385,7 +405,9 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
     rows.append(row)
   runs.write_csv(out / "metrics.csv", rows)
   runs.write_npz(out / "grams.npz", **{f"layer_{l}": g for l, (g, _) in result.grams.items()},
-                 **{f"labels_{l}": lab for l, (_, lab) in result.grams.items()})
+                 **{f"labels_{l}": lab for l, (_, lab) in result.grams.items()},
+                 **{f"agop_layer_{l}": g for l, (g, _) in grams_agop.items()},
+                 **{f"agop_labels_{l}": lab for l, (_, lab) in grams_agop.items()})
   if result.ms is not None:
     runs.write_npz(out / "ms.npz", **{f"layer_{i + 1}": m for i, m in enumerate(result.ms)})
   name = f"{run_cfg.dataset}, n = {x.shape[0]}, {rfm_cfg.features} features, {rfm_cfg.preset} preset"
@@ -393,6 +415,9 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
   plots.plot_collapse([result.layers], "nc2", out / "nc2")
   plots.plot_grams(result.grams, out / "gram", num_classes=k,
                    title=f"Gram matrices of X_l ({name}; layer {rfm_cfg.depth + 1} = final)")
+  if grams_agop:
+    plots.plot_grams(grams_agop, out / "gram_agop", num_classes=k,
+                     title=f"Gram matrices of X_l M_l^1/2 ({name})")
   import shutil
   shutil.rmtree(ckpt, ignore_errors=True)
   return metrics
@@ -405,12 +430,15 @@ def save_checkpoint(ckpt: pathlib.Path, state) -> None:
   arrays = {"x": state.x, "x_test": state.x_test}
   for layer, (g, lab) in state.grams.items():
     arrays[f"gram_{layer}"], arrays[f"gram_labels_{layer}"] = g, lab
+  for layer, (g, lab) in (state.grams_agop or {}).items():
+    arrays[f"agop_gram_{layer}"], arrays[f"agop_gram_labels_{layer}"] = g, lab
   for i, m in enumerate(state.ms or []):
     arrays[f"m_{i + 1}"] = m
   name = f"state_{state.layer:04d}.npz"
   runs.write_npz(ckpt / name, **arrays)
   runs.write_json(ckpt / "state.json", {"layer": state.layer, "arrays": name,
                                         "layers": state.layers, "grams": sorted(state.grams),
+                                        "grams_agop": sorted(state.grams_agop or {}),
                                         "num_ms": len(state.ms or []), "keep_m": state.ms is not None})
   for old in ckpt.glob("state_*.npz"):  # only after state.json points at the new file
     if old.name != name:
@@ -429,7 +457,10 @@ def load_checkpoint(ckpt: pathlib.Path, drfm):
   with np.load(ckpt / meta["arrays"]) as z:
     grams = {int(l): (z[f"gram_{l}"], z[f"gram_labels_{l}"]) for l in meta["grams"]}
     ms = [z[f"m_{i + 1}"] for i in range(meta["num_ms"])] if meta["keep_m"] else None
-    return drfm.DeepRFMState(meta["layer"], z["x"], z["x_test"], meta["layers"], grams, ms)
+    grams_agop = {int(l): (z[f"agop_gram_{l}"], z[f"agop_gram_labels_{l}"])
+                  for l in meta.get("grams_agop", [])}
+    return drfm.DeepRFMState(meta["layer"], z["x"], z["x_test"], meta["layers"], grams, ms,
+                             grams_agop)
 
 
 def _sigterm(signum, frame):
