@@ -1,12 +1,22 @@
-"""Benchmark: the jitted MLP training step and one full probe of the head.
+"""Benchmark: one full probe of the MLP head against training epochs and a plain matmul.
 
-Measures (after compilation) examples/s of the paper's MLP training step
-(5 hidden layers of width 512, 784 inputs, 10 outputs, batch 128, SGD), the
-time of one epoch on ``--n`` points, and the time of one probe of all five head
-layers (AGOP of each tail, NFA correlations, NC1 decomposition) on the same
-``--n`` points, as a fraction of the epoch.
+For the paper's MLP (784 inputs, 5 hidden layers of 512, 10 outputs, batch 128,
+SGD) on ``--n`` points, each round times, one after the other:
 
-    .venv/bin/python bench/train_nn.py [--n 5000] [--steps 200] [--json out.json]
+* a plain float32 ``[2048]³`` matmul (the reference rate of this machine now);
+* one training epoch as ``bin/train_nn`` runs it: the jitted SGD scan over the
+  full batches, then the evaluation of the loss and accuracy on the ``n``
+  training points and ``--n-test`` test points (``epoch``); and the SGD scan
+  alone (``sgd pass``);
+* one probe of all five head layers (:func:`dnc_jax.probes.probe_head`: tail
+  AGOPs, NFA correlations, NC1 decomposition, NC2).
+
+Timings of one round are taken seconds apart, so their ratios are robust to a
+machine whose load changes; the medians over ``--rounds`` rounds are printed:
+``probe / epoch`` (target ≤ 3) and ``probe FLOP rate / matmul rate`` (target
+≥ 0.5, FLOPs counted by :func:`dnc_jax.probes.probe_flops`).
+
+    .venv/bin/python bench/train_nn.py [--n 5000] [--rounds 5] [--json out.json]
 """
 from __future__ import annotations
 
@@ -22,79 +32,99 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dnc_jax import nets, probes  # noqa: E402
+from dnc_jax import nets, probes, runs  # noqa: E402
 from dnc_jax import train as train_lib  # noqa: E402
 
 
-def _best(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return min(times)
+def _time(fn) -> float:
+  t = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--n", type=int, default=5000, help="points per epoch and per probe")
-  p.add_argument("--steps", type=int, default=100, help="training steps timed")
-  p.add_argument("--repeats", type=int, default=3, help="repeats (best is reported)")
+  p.add_argument("--n-test", type=int, default=1000, help="test points evaluated per epoch")
+  p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians reported)")
   p.add_argument("--json", default=None, help="write the results here")
   args = p.parse_args(argv)
 
-  cfg = train_lib.TrainConfig(lr=0.05, batch_size=128, progress=False)
-  key = jax.random.key(0)
-  k = 10
+  k, b = 10, 128
+  cfg = train_lib.TrainConfig(lr=0.05, batch_size=b, progress=False)
   x = jax.random.normal(jax.random.key(1), (args.n, 28, 28, 1))
+  x_test = jax.random.normal(jax.random.key(2), (args.n_test, 28, 28, 1))
   labels = np.arange(args.n) % k
   y = 2.0 * jax.nn.one_hot(jnp.asarray(labels), k) - 1.0
+  y_test = 2.0 * jax.nn.one_hot(jnp.arange(args.n_test) % k, k) - 1.0
   model = nets.make_model("mlp", num_classes=k, depth=5, width=512, init_gain=0.3)
   opt = train_lib.make_optimizer(cfg)
-  state = train_lib.init_state(model, opt, key, x[:2], jnp.float32)
-  step_fn = train_lib.make_train_step(model, opt)
-  step = jax.jit(step_fn)
-  run_epoch = jax.jit(train_lib.make_epoch(step_fn))
-  b = cfg.batch_size
-  xb, yb = x[:b], y[:b]
-
-  def steps():
-    s = state
-    for _ in range(args.steps):
-      s, loss = step(s, xb, yb)
-    return loss
-
-  jax.block_until_ready(step(state, xb, yb))
-  t_steps = _best(steps, args.repeats)
+  state = train_lib.init_state(model, opt, jax.random.key(0), x[:2], jnp.float32)
+  run_epoch = jax.jit(train_lib.make_epoch(train_lib.make_train_step(model, opt)))
+  fwd = jax.jit(lambda v, xb: model.apply(v, xb, train=False))
   nb = args.n // b
   idx = jnp.arange(nb * b).reshape(nb, b)
-  jax.block_until_ready(run_epoch(state, x, y, idx))
-  t_epoch = _best(lambda: run_epoch(state, x, y, idx)[1], args.repeats)
+
+  def sgd_pass():
+    return run_epoch(state, x, y, idx)[1]
+
+  def epoch():
+    # As bin/train_nn: the SGD pass, then loss and accuracy on both splits.
+    st, losses = run_epoch(state, x, y, idx)
+    v = {"params": st.params}
+    out = []
+    for xs, ys in ((x, y), (x_test, y_test)):
+      o = train_lib.batched_apply(lambda xb: fwd(v, xb), xs, 1024)
+      out.append((float(train_lib.mse_loss(o, ys)), np.argmax(np.asarray(o), axis=1)))
+    return losses
 
   v = {"params": state.params}
   h1 = nets.embed(model, v, x)
   hp = nets.head_params(v)
-  probes.probe_head(hp, h1, labels, num_classes=k)   # compile
-  t_probe = _best(lambda: jnp.asarray(
-      [r["nfa"]["sqrt_agop"] for r in probes.probe_head(hp, h1, labels, num_classes=k)]),
-                  args.repeats)
+
+  def probe():
+    return jnp.asarray([r["nfa"]["sqrt_agop"] for r in probes.probe_head(hp, h1, labels,
+                                                                          num_classes=k)])
+
+  a = jax.random.normal(jax.random.key(3), (2048, 2048))
+  matmul = jax.jit(lambda a: jnp.matmul(a, a, precision=jax.lax.Precision.HIGHEST))
+
+  def mm():
+    return matmul(a)
+
+  for fn in (mm, sgd_pass, epoch, probe):   # compile
+    _time(fn)
+  flops = probes.probe_flops(args.n, [784] + [512] * 5, k)
+  rounds = []
+  for _ in range(args.rounds):
+    r = {"matmul_s": _time(mm), "sgd_pass_s": _time(sgd_pass), "epoch_s": _time(epoch),
+         "probe_s": _time(probe)}
+    r["matmul_s"] = min(r["matmul_s"], _time(mm))
+    rounds.append(r)
+  med = lambda key: float(np.median([key(r) for r in rounds]))  # noqa: E731
+  mm_rate = lambda r: 2 * 2048 ** 3 / r["matmul_s"]  # noqa: E731
   res = {
+      "date": time.strftime("%Y-%m-%d"),
       "backend": jax.default_backend(),
-      "devices": str(jax.devices()),
       "cpu_count": os.cpu_count(),
       "load_average_1min": os.getloadavg()[0],
+      "n": args.n, "n_test": args.n_test, "rounds": args.rounds,
       "model": "mlp 784-5x512-10, batch 128, SGD",
-      "train_step_examples_per_s": args.steps * b / t_steps,
-      "train_step_ms": 1e3 * t_steps / args.steps,
-      "n": args.n,
-      "epoch_s (scan over full batches)": t_epoch,
-      "epoch_examples_per_s": nb * b / t_epoch,
-      "probe_all_5_layers_s": t_probe,
-      "probe_over_epoch": t_probe / t_epoch,
+      "probe_gflop": flops / 1e9,
+      "matmul_gflop_per_s": med(lambda r: mm_rate(r) / 1e9),
+      "sgd_pass_s": med(lambda r: r["sgd_pass_s"]),
+      "epoch_s": med(lambda r: r["epoch_s"]),
+      "probe_s": med(lambda r: r["probe_s"]),
+      "probe_over_epoch": med(lambda r: r["probe_s"] / r["epoch_s"]),
+      "probe_over_sgd_pass": med(lambda r: r["probe_s"] / r["sgd_pass_s"]),
+      "probe_rate_over_matmul": med(lambda r: flops / r["probe_s"] / mm_rate(r)),
   }
   print(json.dumps(res, indent=2))
+  print(f"probe / epoch = {res['probe_over_epoch']:.2f} (target <= 3); "
+        f"probe FLOP rate / matmul = {res['probe_rate_over_matmul']:.2f} (target >= 0.5); "
+        f"medians of {args.rounds} interleaved rounds")
   if args.json:
-    train_lib.atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
+    runs.atomic_write_bytes(args.json, (json.dumps(res, indent=2) + "\n").encode())
   return res
 
 

@@ -4,8 +4,11 @@ For head layer ``l`` with input rows :math:`H = \phi(X)` ``[n, d_l]`` and weight
 :math:`W_l = U S V^\top` ``[m, d_l]`` (``r = min(m, d_l)`` singular values):
 
 * **AGOP** of the tail :math:`g_l` (layer ``l`` up to the output) w.r.t. its input:
-  :math:`G_l = \frac1n\sum_i J_{g_l}(h_i)^\top J_{g_l}(h_i)` ``[d_l, d_l]``,
-  computed with :func:`dnc_jax.agop.agop_sum` in blocks of rows.
+  :math:`G_l = \frac1n\sum_i J_{g_l}(h_i)^\top J_{g_l}(h_i)` ``[d_l, d_l]``.
+  :func:`probe_all` gets every layer's from one ``vmap(jacrev)`` of the head
+  w.r.t. its pre-activations (:func:`preactivation_grams`), as
+  :math:`G_l = W_l^\top (\frac1n\sum_i B_{l,i}^\top B_{l,i}) W_l`;
+  :func:`tail_agop` is the direct per-layer definition.
 * **NFA**: Pearson correlation of the entries (each matrix minus its mean entry)
   of the neural feature matrix :math:`W_l^\top W_l` with :math:`G_l^{1/2}`
   (``sqrt_agop``, the paper's figures) and with :math:`G_l` (``agop``); the cosine
@@ -70,9 +73,11 @@ CONVENTIONS = {
 }
 
 
-def default_probe_batch_size(n: int, d: int, k: int, width: int, *, itemsize: int = 4) -> int:
-  """Rows per AGOP block: Jacobians ``[b, K, d]`` plus tail intermediates in 512 MiB."""
-  return default_batch_size(n, k * d + 4 * k * max(width, d), itemsize=itemsize)
+def default_probe_batch_size(n: int, k: int, widths: Sequence[int], *, itemsize: int = 4) -> int:
+  """Points per Jacobian block: the ``[b, K, m_l]`` cotangents of all layers (×3 for
+  temporaries) in 512 MiB, and at least 64 rows so that the products stay large."""
+  per_row = 3 * k * sum(widths) + 2 * max(widths)
+  return max(min(n, 64), default_batch_size(n, per_row, itemsize=itemsize, max_rows=2048))
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "batch_size"))
@@ -97,49 +102,170 @@ def _metrics(x, labels, num_classes, global_mean):
       x, labels, metrics_lib.class_stats(x, labels, num_classes, global_mean))
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "num_classes", "batch_size", "global_mean"))
-def probe_layer(hp: dict, h: jax.Array, labels: jax.Array, *, layer: int, num_classes: int,
-                batch_size: int, global_mean: str = "sample") -> dict:
-  """All probes of one head layer (see the module docstring); traceable values.
+def _head_kernels(hp: dict) -> list[jax.Array]:
+  """``[kernel_1, ..., kernel_L]``, each ``[d_l, m_l]`` (``z_l = h_l @ kernel_l``)."""
+  return [hp[f"hidden_{l}"]["kernel"] for l in range(nets.head_depth(hp))]
+
+
+def sym_gram(a: jax.Array) -> jax.Array:
+  r""":math:`A^\top A` ``[m, m]`` of ``a`` ``[N, m]`` from three of its four column blocks.
+
+  The lower-left block is the transpose of the upper-right one, so a quarter of
+  the products is saved (XLA has no symmetric rank-k update on every backend).
+  """
+  m = a.shape[1]
+  if m < 64:
+    return jnp.matmul(a.T, a, precision=HIGHEST)
+  h = m // 2
+  a1, a2 = a[:, :h], a[:, h:]
+  g11 = jnp.matmul(a1.T, a1, precision=HIGHEST)
+  g12 = jnp.matmul(a1.T, a2, precision=HIGHEST)
+  g22 = jnp.matmul(a2.T, a2, precision=HIGHEST)
+  return jnp.block([[g11, g12], [g12.T, g22]])
+
+
+def preactivation_grams(hp: dict, h1: jax.Array, *, batch_size: int) -> list[jax.Array]:
+  r"""``Σ_i B_{l,i}ᵀ B_{l,i}`` for every hidden layer, from one reverse pass per block.
+
+  :math:`B_{l,i} = \partial f(h_i) / \partial z_l` ``[K, m_l]`` is the Jacobian of
+  the head output w.r.t. the pre-activation :math:`z_l = W_l h_l` of hidden layer
+  ``l``. All of them come from one ``vmap(jacrev)`` over blocks of points of the
+  head linearised at each point (its ReLU masks fixed) w.r.t. additive
+  perturbations of every pre-activation: ``K`` backward passes per point through
+  the head once, not once per layer, and no forward pass (the function is linear
+  in the perturbations, so the masks are all its VJP needs). The AGOP of the tail
+  from layer ``l`` w.r.t. its input is then :math:`W_l^\top (\frac1n\sum_i
+  B_{l,i}^\top B_{l,i}) W_l`, since :math:`J_{l,i} = B_{l,i} W_l`. For the last
+  hidden layer :math:`B_{L,i} = W_{out} D_{L,i}`, so its sum is
+  :math:`(W_{out}^\top W_{out}) \odot (\sum_i d_i d_i^\top)` (``K`` times cheaper).
 
   Args:
     hp: head parameters.
-    h: ``[n, d_l]`` layer inputs :math:`\\phi(X)`.
-    labels: ``[n]`` integer labels.
-    layer: 0-based hidden layer index ``< L``.
-    num_classes: ``K``.
-    batch_size: AGOP rows per block.
-    global_mean: ``"sample"`` or ``"class_means"``.
+    h1: ``[n, d_1]`` head inputs.
+    batch_size: points per block (static; bounds memory to ``~ 3 b K Σ m_l`` floats).
 
   Returns:
-    dict with ``nfa`` (dict), ``nc1`` (dict), ``tr_w_over_t``, ``tr_b_over_t``,
-    ``nc2`` (scalars), and ``output`` ``[n, m]`` (the layer output).
+    ``L`` arrays ``[m_l, m_l]`` (sums over the ``n`` points, not means).
   """
-  w = nets.head_weights(hp)[layer]                           # [m, d]
-  g = tail_agop(hp, h, layer=layer, batch_size=batch_size)   # [d, d]
+  kernels = _head_kernels(hp)
+  readout = hp["readout"]["kernel"]                    # [m_L, K]
+  n = h1.shape[0]
+  b = max(1, min(int(batch_size), n))
+  nb = -(-n // b)
+  pad = nb * b - n
+  h = jnp.concatenate([h1, jnp.repeat(h1[-1:], pad, axis=0)]) if pad else h1
+  w = (jnp.arange(nb * b) < n).astype(h1.dtype)       # padded rows weigh 0
+  masks = []
+  for kern in kernels:
+    z = jnp.matmul(h, kern, precision=HIGHEST)
+    masks.append((z > 0).astype(h1.dtype) * w[:, None])
+    h = jax.nn.relu(z)
+
+  def linear_head(eps, ms):
+    # The head linearised at one point: δz_l = eps_l + (d_{l-1} ⊙ δz_{l-1}) W_lᵀ.
+    dz = eps[0]
+    for e, kern, d in zip(eps[1:], kernels[1:], ms[:-1]):
+      dz = e + jnp.matmul(d * dz, kern, precision=HIGHEST)
+    return jnp.matmul(ms[-1] * dz, readout, precision=HIGHEST)
+
+  eps0 = [jnp.zeros((k.shape[1],), h1.dtype) for k in kernels]
+  jac = jax.vmap(jax.jacrev(linear_head), in_axes=(None, 0))
+
+  def body(acc, ms):
+    bs = jac(eps0, ms)                                   # L x [b, K, m_l]
+    # Rows of padded points are zero: their masks are zero from layer 1 on.
+    return [a + sym_gram(bl.reshape(-1, bl.shape[-1])) for a, bl in zip(acc, bs[:-1])], None
+
+  init = [jnp.zeros((k.shape[1], k.shape[1]), h1.dtype) for k in kernels[:-1]]
+  grams, _ = jax.lax.scan(body, init, [m.reshape(nb, b, -1) for m in masks])
+  last = masks[-1]
+  grams.append(jnp.matmul(readout, readout.T, precision=HIGHEST) * sym_gram(last))
+  return grams
+
+
+def _layer_record(kern, gram, h, z, labels, num_classes, global_mean):
+  """Probes of one layer from its input ``h [n, d]``, pre-activation ``z [n, m]`` and
+  ``gram`` :math:`\\frac1n\\sum_i B_iᵀB_i` ``[m, m]``."""
+  g = jnp.matmul(jnp.matmul(kern, gram, precision=HIGHEST), kern.T, precision=HIGHEST)
   g = 0.5 * (g + g.T)
-  nfm = jnp.matmul(w.T, w, precision=HIGHEST)
+  nfm = jnp.matmul(kern, kern.T, precision=HIGHEST)              # W^T W, [d, d]
   evals, evecs = jnp.linalg.eigh(g)
   s_a = jnp.sqrt(jnp.maximum(evals, 0.0))
   sqrt_g = jnp.matmul(evecs * s_a, evecs.T, precision=HIGHEST)
-  _, s, vt = jnp.linalg.svd(w, full_matrices=False)          # vt [r, d]
-  right = jnp.matmul(h, vt.T, precision=HIGHEST) * s         # [n, r]
-  out = jax.nn.relu(jnp.matmul(h, w.T, precision=HIGHEST))   # [n, m]
-  proj = jnp.matmul(h, evecs, precision=HIGHEST) * s_a       # [n, d]
+  out = jax.nn.relu(z)
   m_in = _metrics(h, labels, num_classes, global_mean)
-  m_right = _metrics(right, labels, num_classes, global_mean)
+  # NC1 of h V Sᵀ equals NC1 of z = h Wᵀ = h V Sᵀ Uᵀ: U has orthonormal columns,
+  # so the traces of both scatter matrices are the same (no SVD needed).
+  st_z = metrics_lib.class_stats(z, labels, num_classes, global_mean)
+  m_right = metrics_lib.collapse_from_stats(z, labels, st_z)
   m_out = _metrics(out, labels, num_classes, global_mean)
-  m_proj = _metrics(proj, labels, num_classes, global_mean)
+  # NC1 of h G^{1/2}: tr(G^{1/2} S G^{1/2}) = tr(S G) = tr(W S Wᵀ G') for any scatter S
+  # of h, i.e. the scatters of z weighted by G' ([m, m] products, no [n, d] projection).
+  wz = st_z.within
+  cz = st_z.means - st_z.global_mean
+  tr_w = jnp.sum(jnp.matmul(wz, gram, precision=HIGHEST) * wz) / z.shape[0]
+  tr_b = jnp.sum(jnp.matmul(cz, gram, precision=HIGHEST) * cz) / cz.shape[0]
   return {
       "nfa": {"sqrt_agop": metrics_lib.nfa_correlation(nfm, sqrt_g),
               "agop": metrics_lib.nfa_correlation(nfm, g),
               "cosine_sqrt_agop": metrics_lib.cosine_similarity(nfm, sqrt_g)},
       "nc1": {"input": m_in["nc1"], "right_singular": m_right["nc1"],
-              "full_layer": m_out["nc1"], "agop_projection": m_proj["nc1"]},
+              "full_layer": m_out["nc1"], "agop_projection": tr_w / tr_b},
       "tr_w_over_t": m_out["tr_w_over_t"], "tr_b_over_t": m_out["tr_b_over_t"],
       "nc2": m_out["nc2"],
-      "output": out,
   }
+
+
+@functools.partial(jax.jit, static_argnames=("layers", "num_classes", "batch_size", "global_mean"))
+def probe_all(hp: dict, h1: jax.Array, labels: jax.Array, *, layers: tuple[int, ...],
+              num_classes: int, batch_size: int, global_mean: str = "sample") -> list[dict]:
+  """All probes of the chosen head layers in one compiled function (see the module docstring).
+
+  Args:
+    hp: head parameters.
+    h1: ``[n, d_1]`` head inputs.
+    labels: ``[n]`` integer labels.
+    layers: 1-based layers to probe (static).
+    num_classes: ``K``.
+    batch_size: points per Jacobian block.
+    global_mean: ``"sample"`` or ``"class_means"``.
+
+  Returns:
+    one dict of scalars per layer in ``layers`` (``nfa``, ``nc1``, ``tr_w_over_t``,
+    ``tr_b_over_t``, ``nc2``).
+  """
+  kernels = _head_kernels(hp)
+  grams = preactivation_grams(hp, h1, batch_size=batch_size)
+  n = h1.shape[0]
+  records = []
+  h = h1
+  for l, kern in enumerate(kernels, start=1):
+    z = jnp.matmul(h, kern, precision=HIGHEST)
+    if l in layers:
+      records.append(_layer_record(kern, grams[l - 1] / n, h, z, labels, num_classes,
+                                   global_mean))
+    h = jax.nn.relu(z)
+  return records
+
+
+def probe_flops(n: int, dims: Sequence[int], num_classes: int) -> float:
+  r"""FLOPs (2 per multiply-add) of the matrix products of one :func:`probe_all` of all layers.
+
+  ``dims = [d_1, m_1, ..., m_L]``. Forward passes (masks and probe inputs):
+  ``2 n Σ d_l m_l``; ``K`` reverse passes: ``n K Σ_{l≥2} m_{l-1} m_l``; Grams of
+  layers ``1..L-1`` from three of four blocks: ``¾ n K m_l²``, of layer ``L``:
+  ``¾ n m_L²``; per layer ``W_lᵀ G' W_l``, ``W_lᵀ W_l``, the square root
+  (``eigh`` counted as ``9 d³``, the product ``2 d³``) and the projected traces
+  ``n m_l²``.
+  """
+  k = int(num_classes)
+  d_in, ms = list(dims[:-1]), list(dims[1:])
+  fwd = 2 * n * sum(a * b for a, b in zip(d_in, ms))
+  rev = n * k * sum(a * b for a, b in zip(ms[:-1], ms[1:]))
+  gram = 0.75 * n * (k * sum(m * m for m in ms[:-1]) + ms[-1] ** 2)
+  per_layer = sum(2 * d * m * m + d * d * m + 11 * d ** 3 / 2 + n * m * m
+                  for d, m in zip(d_in, ms))
+  return 2.0 * (fwd + rev + gram + per_layer)
 
 
 def probe_head(hp: dict, h1: jax.Array, labels, *, num_classes: int,
@@ -147,13 +273,17 @@ def probe_head(hp: dict, h1: jax.Array, labels, *, num_classes: int,
                global_mean: str = "sample") -> list[dict]:
   """Probes every (or the chosen) hidden layer of the head; host-side floats.
 
+  One call of the compiled :func:`probe_all` (compiled once per shape and
+  layer selection): the tail AGOPs of all layers come from one batched
+  ``vmap(jacrev)`` over blocks of points.
+
   Args:
     hp: head parameters.
     h1: ``[n, d_1]`` head inputs (the backbone's output on the probe set).
     labels: ``[n]`` integers in ``0..K-1``.
     num_classes: ``K``.
     layers: 1-based layers to probe (default: all ``1..L``).
-    batch_size: AGOP rows per block (default: from a 512 MiB budget).
+    batch_size: points per Jacobian block (default: from a 512 MiB budget).
     global_mean: ``"sample"`` or ``"class_means"``.
 
   Returns:
@@ -168,23 +298,15 @@ def probe_head(hp: dict, h1: jax.Array, labels, *, num_classes: int,
   metrics_lib.check_labels(h1, labels, num_classes)
   labels = jnp.asarray(labels)
   k = nets.readout_weight(hp).shape[0]
-  h = h1
-  records = []
-  for l in range(1, max(layers) + 1):
-    w = nets.head_weights(hp)[l - 1]
-    if l in layers:
-      n, d = h.shape
-      bs = batch_size or default_probe_batch_size(n, d, k, w.shape[0],
-                                                  itemsize=jnp.dtype(h.dtype).itemsize)
-      r = probe_layer(hp, h, labels, layer=l - 1, num_classes=int(num_classes),
-                      batch_size=int(bs), global_mean=global_mean)
-      h_next = r.pop("output")
-      r = jax.tree.map(float, jax.device_get(r))
-      records.append({"layer": l, **r})
-      h = h_next
-    else:
-      h = jax.nn.relu(jnp.matmul(h, w.T, precision=HIGHEST))
-  return records
+  n = h1.shape[0]
+  widths = [kern.shape[1] for kern in _head_kernels(hp)]
+  bs = batch_size or default_probe_batch_size(n, k, widths,
+                                              itemsize=jnp.dtype(h1.dtype).itemsize)
+  recs = probe_all(hp, h1, labels, layers=tuple(sorted(set(layers))),
+                   num_classes=int(num_classes), batch_size=int(bs), global_mean=global_mean)
+  recs = jax.tree.map(float, jax.device_get(recs))
+  by_layer = dict(zip(sorted(set(layers)), recs))
+  return [{"layer": l, **by_layer[l]} for l in layers]
 
 
 def nc1_shares(record: dict) -> dict:

@@ -136,3 +136,51 @@ def test_probe_layers_selection_and_errors(key):
   assert sel[0]["nc1"]["input"] == pytest.approx(all_recs[2]["nc1"]["input"], rel=1e-6)
   with pytest.raises(probes.ConfigError, match="out of range"):
     probes.probe_head(hp, x, y, num_classes=2, layers=[4])
+
+
+def test_all_layer_agops_equal_per_layer_jacobians(x64, key):
+  """The one-pass AGOPs (block-symmetric Grams, mask formula for the last layer, padded
+  blocks) equal the per-layer vmap(jacrev) of each tail and a NumPy chain rule."""
+  hp = _head(key, 9, k=4, depth=3, width=70, dtype=jnp.float64)
+  h1 = jax.random.normal(jax.random.key(7), (53, 9), jnp.float64)
+  grams = probes.preactivation_grams(hp, h1, batch_size=16)     # 53 = 3 * 16 + 5
+  (w1, w2, w3), wo = _np_params(hp)
+  ws = (w1, w2, w3)
+  h = np.asarray(h1)
+  for l, (kern, g_pre) in enumerate(zip(probes._head_kernels(hp), grams)):
+    g = np.asarray(kern @ g_pre @ kern.T) / h1.shape[0]
+    direct = np.asarray(probes.tail_agop(hp, jnp.asarray(h), layer=l, batch_size=8))
+    np.testing.assert_allclose(g, direct, rtol=1e-10, atol=1e-14)
+    ref = np.zeros_like(g)
+    for hi in h:
+      # Chain rule written out: J = W_out D_L W_L ... D_l W_l.
+      acts, a = [], hi
+      for w in ws[l:]:
+        acts.append((w @ a > 0).astype(float))
+        a = np.maximum(w @ a, 0)
+      j = ws[l]
+      for m, w_next in zip(acts[:-1], ws[l + 1:]):
+        j = w_next @ (m[:, None] * j)
+      j = wo @ (acts[-1][:, None] * j)
+      ref += j.T @ j
+    np.testing.assert_allclose(g, ref / len(h), rtol=1e-9, atol=1e-13)
+    h = np.maximum(h @ ws[l].T, 0)
+
+
+def test_sym_gram_is_ata(x64):
+  a = np.random.default_rng(0).standard_normal((31, 67))
+  np.testing.assert_allclose(np.asarray(probes.sym_gram(jnp.asarray(a))), a.T @ a, rtol=1e-12)
+
+
+def test_probe_compiles_once_per_shape(key, monkeypatch):
+  """Measurements with new parameters of the same shapes reuse one compilation."""
+  import chex
+  fn = probes.probe_all.__wrapped__
+  counted = jax.jit(chex.assert_max_traces(fn, n=1),
+                    static_argnames=("layers", "num_classes", "batch_size", "global_mean"))
+  monkeypatch.setattr(probes, "probe_all", counted)
+  x = jax.random.normal(jax.random.key(8), (30, 4))
+  y = np.repeat(np.arange(2), 15).astype(np.int32)
+  for i in range(3):
+    hp = _head(jax.random.key(i), 4, k=2, depth=2, width=5)
+    probes.probe_head(hp, x, y, num_classes=2)
