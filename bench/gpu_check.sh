@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check of docs/performance.md: one script, under 8 minutes on one H200.
+# The GPU check of docs/performance.md: one script, under 8 minutes on one H200, plus at most
+# 5 minutes for the Deep RFM run at the paper's size (full size only).
 #
 #   bash bench/gpu_check.sh            # N = 50,000, d = 3072 (CIFAR-10-shaped synthetic data)
 #   bash bench/gpu_check.sh --small    # N = 2,000, d = 256: a one-minute rehearsal (CPU too)
@@ -7,7 +8,10 @@
 # Prints, in order: the device; per-stage seconds and roofline ratios of one layer
 # (bench/deep_rfm.py); the vmap(jacrev) AGOP against the closed form (bench/agop.py);
 # the whole depth-19 run after compilation with its peak device memory; and what
-# TF32 changes in the NC curves against the seed spread (bench/precision.py).
+# TF32 changes in the NC curves against the seed spread (bench/precision.py); and Deep RFM
+# at the paper's size, Fashion-MNIST n = 50,000, 19 layers, ReLU, seed 0 (full size only),
+# whose compact summary goes to $OUT/rfm_fm50000_relu_s0/ (copy it to docs/runs/).
+# Fashion-MNIST is read from $FASHION_MNIST_DIR (default: the Debian package's folder).
 # Results are also written as JSON under $OUT (or ./gpu_check) for docs/performance.md.
 # Needs python3 with jax (CUDA), flax, optax, chex, numpy, scikit-learn, matplotlib, tqdm.
 set -uo pipefail
@@ -40,4 +44,12 @@ step 240 "whole run, depth $DEPTH" $PY bench/deep_rfm.py --run --dataset synthet
   --n-test "$NT" --depth "$DEPTH" --json "$OUTDIR/run.json"
 step 90 "TF32 vs the seed spread (digits)" $PY bench/precision.py --dataset digits --depth "$PDEPTH" \
   --seeds "$PSEEDS" --json "$OUTDIR/precision.json"
+if [[ "${1:-}" != "--small" ]]; then
+  FM_DIR="${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+  step 300 "Deep RFM, Fashion-MNIST n = 50000, 19 layers, ReLU" bash -c "$PY bin/deep_rfm \
+    --dataset fashion_mnist --data-dir '$FM_DIR' --n 50000 --n-test 10000 --depth 19 \
+    --features relu --seed 0 --precision float32 --no-progress --overwrite \
+    --out /tmp/rfm_fm50000_relu_s0 && \
+    $PY -m dnc_jax.report_rfm export /tmp/rfm_fm50000_relu_s0 '$OUTDIR/rfm_fm50000_relu_s0'"
+fi
 echo; echo "gpu_check: done in $SECONDS s; JSON in $OUTDIR/"

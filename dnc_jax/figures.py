@@ -67,14 +67,18 @@ class Run:
     c = self.config
     return c.get("run", {}).get("seed", c.get("config", {}).get("seed"))
 
-  def grams(self) -> dict:
-    """``{layer: (gram, labels)}`` from ``grams.npz`` (empty if absent)."""
+  def grams(self, rep: str = "input") -> dict:
+    """``{layer: (gram, labels)}`` from ``grams.npz`` (empty if absent).
+
+    ``rep``: ``"input"`` (:math:`X_l`) or ``"agop"`` (:math:`X_l M_l^{1/2}`).
+    """
     p = self.path / "grams.npz"
     if not p.exists():
       return {}
+    pre = "" if rep == "input" else rep + "_"
     with np.load(p) as z:
-      return {int(k.split("_", 1)[1]): (z[k], z["labels_" + k.split("_", 1)[1]])
-              for k in z.files if k.startswith("layer_")}
+      return {int(k.rsplit("_", 1)[1]): (z[k], z[f"{pre}labels_" + k.rsplit("_", 1)[1]])
+              for k in z.files if k.startswith(f"{pre}layer_")}
 
 
 def _read_json(p: pathlib.Path) -> dict:
@@ -373,13 +377,15 @@ def rfm_figures(name: str, runs: Sequence[Run], out, *, formats=("png", "pdf"),
     files += plots.plot_collapse(layers, metric, out / f"{name}_{metric}.png",
                                  title=f"{metric.upper()} (paper convention)\n{label}",
                                  band_floor=band_floor, formats=formats)
-  grams = runs[0].grams()
-  if grams:
+  for rep, stem, sym in (("input", "gram", "$X_l$"), ("agop", "gram_agop", "$X_l M_l^{1/2}$")):
+    grams = runs[0].grams(rep)
+    if not grams:
+      continue
     chosen = _pick_gram_layers(grams, gram_layers)
     k = int(runs[0].config.get("num_classes", 10))
-    files += plots.plot_grams({l: grams[l] for l in chosen}, out / f"{name}_gram.png",
+    files += plots.plot_grams({l: grams[l] for l in chosen}, out / f"{name}_{stem}.png",
                               num_classes=k, formats=formats,
-                              title=f"Gram matrices of centred, normalised $X_l$ (seed "
+                              title=f"Gram matrices of centred, normalised {sym} (seed "
                                     f"{runs[0].seed}); collapse: +1 within, "
                                     f"{-1 / (k - 1):.2f} across\n{label}")
   return files

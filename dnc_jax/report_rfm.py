@@ -132,3 +132,357 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
   sys.exit(main())
+
+
+# ----------------------------------------------------------------------------- tables
+#
+# Every table reads the summaries under the runs root (normally docs/runs). Run
+# folders are named ``rfm_<group>_s<seed>``; a group's seeds are averaged (mean ± sd,
+# ddof = 1). A group with no summary yet gives a line saying so.
+
+from dnc_jax import report  # noqa: E402  (the registry; report.py imports this module lazily)
+
+SPEC_LAYER1 = {"nc1_input": 1.7629, "nc1_agop": 0.5219, "nc2_input": 4.3178, "nc2_agop": 3.3305}
+SPEC_LAYER10_AUTHORS = 0.00062      # NC1 of Φ at layer 10, authors' convention (NC1 / K)
+SPEC_LAYER10_TOL = 0.15
+
+
+def load_group(root, group: str) -> list[dict]:
+  """The summaries ``root/<group>_s<seed>`` as ``{"name", "seed", "config", "metrics"}``, by seed."""
+  root = pathlib.Path(root)
+  out = []
+  for p in sorted(root.glob(f"{group}_s*")):
+    seed = p.name[len(group) + 2:]
+    if not seed.isdigit() or not (p / "metrics.json").exists():
+      continue
+    out.append({"name": p.name, "seed": int(seed),
+                "config": json.loads((p / "config.json").read_text()),
+                "metrics": json.loads((p / "metrics.json").read_text())})
+  return sorted(out, key=lambda r: r["seed"])
+
+
+def _values(runs, get) -> list:
+  return [get(r) for r in runs]
+
+
+def _layer(run, layer: int) -> dict:
+  return next(rec for rec in run["metrics"]["layers"] if rec["layer"] == layer)
+
+
+def _ms(values, digits=3) -> str:
+  return report.mean_sd(values, digits)
+
+
+def _missing(group: str) -> str:
+  return (f"_No committed summary `docs/runs/{group}_s*` yet; `bench/rfm_queue.sh` makes it "
+          "(`bench/rfm_jobs.txt`)._\n")
+
+
+def _where(runs) -> str:
+  c = runs[0]["config"]
+  d = c["deep_rfm"]
+  ds = c["dataset"].get("name", c["run"]["dataset"])
+  width = d["width"] or f"{c['dim']} (input dim)"
+  feats = f"cos γ = {d['sigma']:g}, D = {width}" if d["features"] == "cos" else f"ReLU, D = {width}"
+  imb = " (SVHN proportions)" if c["run"].get("class_proportions") else ""
+  seeds = ", ".join(str(r["seed"]) for r in runs)
+  return (f"{ds}{imb}, n = {c['n']} (test {c['n_test']}), {d['kernel']} kernel L = "
+          f"{d['bandwidth']:g}, ridge {d['ridge']:g}, {feats}, {c['dtype']}, seeds {seeds}")
+
+
+def layer_table(root, group: str, layers=None) -> str:
+  """Per-layer NC1 / NC2 (mean ± sd over seeds) of the three representations."""
+  runs = load_group(root, group)
+  if not runs:
+    return _missing(group)
+  depth = min(len(r["metrics"]["layers"]) for r in runs)
+  layers = [l for l in (layers or range(1, depth + 1)) if l <= depth]
+  lines = [f"{_where(runs)}; mean ± sd over seeds. Summaries: "
+           + ", ".join(f"`{r['name']}`" for r in runs) + ".", "",
+           "| layer | NC1 input | NC1 agop | NC1 features | NC2 input | NC2 agop | NC2 features "
+           "| test acc |", "|" + "---|" * 8]
+  for l in layers:
+    cells = [_ms(_values(runs, lambda r: _layer(r, l)[m][rep]))
+             for m in ("nc1", "nc2") for rep in REPS]
+    cells.append(_ms(_values(runs, lambda r: _layer(r, l)["test_acc"])))
+    lines.append(f"| {l} | " + " | ".join(cells) + " |")
+  fin = _values(runs, lambda r: r["metrics"]["final"]["test_acc"])
+  lines += ["", f"Final KRR test accuracy {_ms(fin)}; wall time per run "
+            + ", ".join(f"{r['metrics']['seconds_total']:.0f} s" for r in runs) + "."]
+  return "\n".join(lines) + "\n"
+
+
+def decay_table(root, groups: dict) -> str:
+  """Per-layer factor of NC1 over blocks of layers (geometric mean), mean ± sd over seeds."""
+  import numpy as np
+  lines = ["| run, representation | layers 1–5 | 5–10 | 10–15 | 15–19 | total fall, 1 → 19 |",
+           "|---|---|---|---|---|---|"]
+  for label, group in groups.items():
+    runs = load_group(root, group)
+    if not runs or min(len(r["metrics"]["layers"]) for r in runs) < 19:
+      lines.append(f"| {label} | not run | | | | |")
+      continue
+    for rep in ("agop", "features"):
+      v = np.array([[_layer(r, l)["nc1"][rep] for l in range(1, 20)] for r in runs])
+      cells = []
+      for lo, hi in ((1, 5), (5, 10), (10, 15), (15, 19)):
+        f = (v[:, lo - 1] / v[:, hi - 1]) ** (1.0 / (hi - lo))
+        cells.append("×" + _ms(f, 3))
+      cells.append(_ms(v[:, 0] / v[:, -1], 3) + "×")
+      lines.append(f"| {label}, {rep} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def gram_table(root, groups: dict) -> str:
+  """Mean within-class and across-class entries of the Gram pictures (seed 0)."""
+  lines = ["| run (seed 0) | representation | " + " | ".join(
+      f"layer {l}" for l in (1, 3, 7, 13, 19)) + " | final (20) |", "|" + "---|" * 8]
+  for label, group in groups.items():
+    runs = load_group(root, group)
+    gb = runs[0]["metrics"].get("gram_blocks") if runs else None
+    if not gb:
+      lines.append(f"| {label} | not run | | | | | | |")
+      continue
+    for rep, name in (("input", "X_l"), ("agop", "X_l M_l^½")):
+      cells = []
+      for l in (1, 3, 7, 13, 19, 20):
+        b = gb.get(str(l), {}).get(rep)
+        cells.append("–" if b is None else f"{b['within']:+.3f} / {b['across']:+.3f}")
+      lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
+  return ("within / across: mean Gram entry between distinct rows of one class / of different "
+          "classes (30 rows per class, centred by the sample mean, unit-normalised); collapse "
+          "onto a balanced simplex ETF gives +1 / −0.111 (K = 10).\n\n" + "\n".join(lines) + "\n")
+
+
+@report.table("rfm_mnist5k_relu")
+def table_mnist5k_relu(root) -> str:
+  return layer_table(root, "rfm_mnist5k_relu")
+
+
+@report.table("rfm_mnist5k_cos")
+def table_mnist5k_cos(root) -> str:
+  return layer_table(root, "rfm_mnist5k_cos")
+
+
+@report.table("rfm_fm2000_relu")
+def table_fm2000_relu(root) -> str:
+  return layer_table(root, "rfm_fm2000_relu")
+
+
+@report.table("rfm_fm2000_reference")
+def table_fm2000_reference(root) -> str:
+  return layer_table(root, "rfm_fm2000_reference")
+
+
+MAIN_GROUPS = {"MNIST (mnist5k, n = 4000), ReLU, Gaussian kernel": "rfm_mnist5k_relu",
+               "MNIST (mnist5k, n = 4000), cos γ = 0.05, D = 784": "rfm_mnist5k_cos",
+               "Fashion-MNIST n = 2000, ReLU, Laplace kernel": "rfm_fm2000_relu",
+               "Fashion-MNIST n = 2000, cos γ = 0.05, D = 784": "rfm_cos_fm2000_g0p05_D784"}
+
+
+@report.table("rfm_decay")
+def table_decay(root) -> str:
+  return decay_table(root, MAIN_GROUPS)
+
+
+@report.table("rfm_gram")
+def table_gram(root) -> str:
+  return gram_table(root, {**MAIN_GROUPS, **IMBALANCED_GROUPS})
+
+
+SWEEP_GAMMAS = ("0p05", "0p1", "0p5", "2")
+SWEEP_DATA = {"mnist5k2000": "MNIST (mnist5k) n = 2000", "fm2000": "Fashion-MNIST n = 2000"}
+
+
+@report.table("rfm_cos_sweep")
+def table_cos_sweep(root) -> str:
+  """NC1 / NC2 of the cos runs for γ × D, n = 2000, seed 0."""
+  lines = ["| data | γ | D | NC1 agop, layer 1 / 5 / 19 | NC1 features, layer 1 / 5 / 19 | "
+           "min NC1 features (layer) | NC2 agop, layer 19 | final test acc |",
+           "|" + "---|" * 8]
+  for dkey, dname in SWEEP_DATA.items():
+    for g in SWEEP_GAMMAS:
+      for width in (784, 4096):
+        group = f"rfm_cos_{dkey}_g{g}_D{width}"
+        runs = load_group(root, group)
+        gamma = g.replace("p", ".")
+        if not runs:
+          lines.append(f"| {dname} | {gamma} | {width} | not run | | | | |")
+          continue
+        r = runs[0]
+        recs = r["metrics"]["layers"]
+        last = recs[-1]["layer"]
+        pick = [l for l in (1, 5, last) if l <= last]
+        f = lambda rep: " / ".join(report.fmt(_layer(r, l)["nc1"][rep]) for l in pick)
+        best = min(recs, key=lambda rec: rec["nc1"]["features"])
+        lines.append(
+            f"| {dname} | {gamma} | {width} | {f('agop')} | {f('features')} | "
+            f"{report.fmt(best['nc1']['features'])} ({best['layer']}) | "
+            f"{report.fmt(_layer(r, last)['nc2']['agop'])} | "
+            f"{report.fmt(r['metrics']['final']['test_acc'])} |"
+            + ("" if last == 19 else f" <!-- {last} layers -->"))
+  return "\n".join(lines) + "\n"
+
+
+def _cos_map(root, name):
+  p = pathlib.Path(root) / name / "cos_map.json"
+  return json.loads(p.read_text()) if p.exists() else None
+
+
+@report.table("rfm_cos_map")
+def table_cos_map(root) -> str:
+  """NC1 of the exact ℓ1-Laplace feature map and of its random features on the same X̃."""
+  out = []
+  for name in ("rfm_cos_map_mnist5k1000", "rfm_cos_map_fm1000"):
+    m = _cos_map(root, name)
+    if m is None:
+      out.append(f"_No `docs/runs/{name}/cos_map.json` yet (`bench/cos_map.py`)._\n")
+      continue
+    gs = [g for g in m["gammas"]]
+    head = ("| layer | NC1 agop | NC1 features (run, γ = 0.05, D = 784) | "
+            + " | ".join(f"kernel γ = {g:g}" for g in gs)
+            + " | RFF γ = 0.05, D = 784 / 4096 | median ℓ1 within / across |")
+    lines = [f"**{m['dataset']}, n = {m['n']}**, seed {m['seed']}, trajectory with cos γ = "
+             f"{m['sigma']:g}, D = input dim, `reference` preset, float32 "
+             f"(`bench/cos_map.py`):", "", head, "|" + "---|" * (len(gs) + 5)]
+    for rec in m["layers"]:
+      if rec["layer"] not in (1, 2, 3, 5, 10, 15, 19):
+        continue
+      rff = " / ".join(report.fmt(rec["rff"][f"0.05,{w}"]) for w in m["widths"])
+      lines.append(f"| {rec['layer']} | {report.fmt(rec['nc1_agop'])} | "
+                   f"{report.fmt(rec['nc1_features_run'])} | "
+                   + " | ".join(report.fmt(rec["kernel"][str(g)]) for g in gs)
+                   + f" | {rff} | {report.fmt(rec['l1_within_median'])} / "
+                   f"{report.fmt(rec['l1_across_median'])} |")
+    out.append("\n".join(lines) + "\n")
+  return "\n".join(out)
+
+
+IMBALANCED_GROUPS = {"MNIST (mnist5k) n = 2000, SVHN proportions, ReLU, Gaussian kernel":
+                     "rfm_imb_mnist5k2000_relu",
+                     "MNIST (mnist5k) n = 2000, SVHN proportions, cos γ = 0.05":
+                     "rfm_imb_mnist5k2000_cos",
+                     "Fashion-MNIST n = 2000, SVHN proportions, ReLU, Laplace kernel":
+                     "rfm_imb_fm2000_relu",
+                     "Fashion-MNIST n = 2000, SVHN proportions, cos γ = 0.05":
+                     "rfm_imb_fm2000_cos"}
+
+
+def collapsed_nc2(counts) -> float:
+  r"""NC2 (paper convention, sample global mean) of perfectly collapsed imbalanced data.
+
+  Class means on a simplex ETF (equivalently, orthonormal class means: the two differ by a
+  common vector, which centring removes), class ``c`` holding ``counts[c]`` points. The
+  sample global mean :math:`μ_G = \sum_c w_c μ_c`, :math:`w_c = n_c / N`, is not the ETF's
+  centre unless all :math:`w_c` are equal, so the centred means are not an ETF and NC2 > 0:
+  with :math:`μ_c = e_c`, :math:`\bar μ_c \propto e_c - w` and
+  :math:`\cos(\bar μ_c, \bar μ_{c'}) = (\|w\|^2 - w_c - w_{c'}) /
+  \sqrt{(1 - 2w_c + \|w\|^2)(1 - 2w_{c'} + \|w\|^2)}`.
+
+  Returns:
+    :math:`\|\bar M \bar M^\top - Σ_{ETF}\|_F` of that geometry (0 for balanced classes).
+  """
+  import numpy as np
+  w = np.asarray(counts, np.float64)
+  w = w / w.sum()
+  k = w.shape[0]
+  m = np.eye(k) - w
+  m = m / np.linalg.norm(m, axis=1, keepdims=True)
+  etf = k / (k - 1) * np.eye(k) - 1.0 / (k - 1)
+  return float(np.linalg.norm(m @ m.T - etf))
+
+
+@report.table("rfm_imbalance")
+def table_imbalance(root) -> str:
+  """Class-imbalanced runs: NC1, NC2 (ETF and orthogonal frame) and the Gram blocks."""
+  lines = ["| run | seeds | NC1 agop, layer 1 → 19 | NC1 features, layer 1 → 19 | "
+           "NC2 agop, layer 1 → 19 | NC2 features, layer 19 | final test acc |",
+           "|" + "---|" * 7]
+  counts = None
+  for label, group in IMBALANCED_GROUPS.items():
+    runs = load_group(root, group)
+    if not runs:
+      lines.append(f"| {label} | not run | | | | | |")
+      continue
+    counts = counts or runs[0]["config"]["dataset"].get("counts_train")
+    depth = min(len(r["metrics"]["layers"]) for r in runs)
+    v = lambda m, rep, l: _ms(_values(runs, lambda r: _layer(r, l)[m][rep]))
+    lines.append(f"| {label} | {len(runs)} | {v('nc1', 'agop', 1)} → {v('nc1', 'agop', depth)} | "
+                 f"{v('nc1', 'features', 1)} → {v('nc1', 'features', depth)} | "
+                 f"{v('nc2', 'agop', 1)} → {v('nc2', 'agop', depth)} | "
+                 f"{v('nc2', 'features', depth)} | "
+                 f"{_ms(_values(runs, lambda r: r['metrics']['final']['test_acc']))} |")
+  pre = ("Training counts per class (0..9): " + ", ".join(map(str, counts)) + ". Perfectly "
+         "collapsed data with these counts (class means on a simplex ETF) have NC2 = "
+         f"{collapsed_nc2(counts):.3f} about the sample global mean, not 0.\n\n"
+         if counts else "")
+  return pre + "\n".join(lines) + "\n"
+
+
+@report.table("rfm_spec_layer1")
+def table_spec_layer1(root) -> str:
+  """Layer 1 of the Fashion-MNIST n = 2000 reference runs against SPEC §3."""
+  runs = load_group(root, "rfm_fm2000_reference")
+  if not runs:
+    return _missing("rfm_fm2000_reference")
+  l1 = [_layer(r, 1) for r in runs]
+  ours = [l1[0]["nc1"]["input"], l1[0]["nc1"]["agop"], l1[0]["nc2"]["input"], l1[0]["nc2"]["agop"]]
+  spread = max(abs(a["nc1"]["agop"] - l1[0]["nc1"]["agop"]) for a in l1)
+  spec = list(SPEC_LAYER1.values())
+  rel = max(abs(a / b - 1) for a, b in zip(ours, spec))
+  return ("| layer 1 | NC1 of X | NC1 of X̃ | NC2 of X | NC2 of X̃ |\n|---|---|---|---|---|\n"
+          "| authors' code, paper convention, sample global mean (SPEC §3) | "
+          + " | ".join(f"{v:g}" for v in spec) + " |\n"
+          f"| dnc_jax, CPU float32, seed 0 (`{runs[0]['name']}`) | "
+          + " | ".join(f"{v:.6g}" for v in ours) + " |\n\n"
+          f"Largest relative difference {rel:.1e}; the {len(runs)} seeds agree at layer 1 to "
+          f"{spread:.1e} (layer 1 has no randomness).\n")
+
+
+def layer10_reference(root) -> dict:
+  """NC1 of Φ at layer 10 in the authors' convention (NC1 / K), mean and sd over seeds."""
+  import numpy as np
+  runs = load_group(root, "rfm_fm2000_reference")
+  k = runs[0]["config"]["num_classes"]
+  v = np.array([_layer(r, 10)["nc1"]["features"] for r in runs]) / k
+  return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)), "seeds": len(v),
+          "relative": float(v.mean() / SPEC_LAYER10_AUTHORS - 1)}
+
+
+@report.table("rfm_spec_layer10")
+def table_spec_layer10(root) -> str:
+  import numpy as np
+  runs = load_group(root, "rfm_fm2000_reference")
+  if not runs or min(len(r["metrics"]["layers"]) for r in runs) < 10:
+    return _missing("rfm_fm2000_reference")
+  ref = layer10_reference(root)
+  v = np.array([[_layer(r, l)["nc1"]["features"] for l in (1, 5, 10)] for r in runs])
+  f15 = (v[:, 0] / v[:, 1]) ** 0.25
+  f510 = (v[:, 1] / v[:, 2]) ** 0.2
+  ok = abs(ref["relative"]) <= SPEC_LAYER10_TOL
+  return (f"NC1 of Φ at layer 10 = {report.fmt(ref['mean'])} ± {report.fmt(ref['sd'], 2)} in the "
+          f"authors' convention (NC1 / K; {ref['seeds']} seeds, sample global mean) against their "
+          f"{SPEC_LAYER10_AUTHORS:g}: {ref['relative']:+.1%}, "
+          f"{'inside' if ok else 'outside'} their ±{SPEC_LAYER10_TOL:.0%}. Per-layer factor of "
+          f"NC1(features): ×{_ms(f15)} over layers 1–5, ×{_ms(f510)} over 5–10 (theirs: "
+          "×1.6–2).\n")
+
+
+@report.table("rfm_runs")
+def table_runs(root) -> str:
+  """Every Deep RFM summary under the root: name, setting, layers, wall time."""
+  root = pathlib.Path(root)
+  lines = ["| summary (`docs/runs/…`) | data, n | features | kernel | layers | wall time (s) |",
+           "|---|---|---|---|---|---|"]
+  for p in sorted(root.glob("rfm_*")):
+    if not (p / "metrics.json").exists():
+      continue
+    c = json.loads((p / "config.json").read_text())
+    m = json.loads((p / "metrics.json").read_text())
+    d = c["deep_rfm"]
+    imb = ", SVHN proportions" if c["run"].get("class_proportions") else ""
+    width = d["width"] or c["dim"]
+    feats = f"cos γ = {d['sigma']:g}, D = {width}" if d["features"] == "cos" else f"ReLU, D = {width}"
+    lines.append(f"| `{p.name}` | {c['run']['dataset']}, {c['n']}{imb} | {feats} | "
+                 f"{d['kernel']} | {len(m['layers'])} | {m['seconds_total']:.0f} |")
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,77 @@
+"""The Deep RFM summaries committed under docs/runs against the SPEC's reference numbers,
+and the summary format."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from dnc_jax import report_rfm
+
+RUNS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "runs"
+
+
+def _summaries(group):
+  runs = report_rfm.load_group(RUNS, group)
+  if not runs:
+    pytest.skip(f"no committed summaries docs/runs/{group}_s*")
+  return runs
+
+
+def test_committed_layer1_matches_spec():
+  """SPEC §3, Fashion-MNIST n = 2000, layer 1 (no randomness): the authors' four numbers."""
+  spec = {("nc1", "input"): 1.7629, ("nc1", "agop"): 0.5219, ("nc2", "input"): 4.3178,
+          ("nc2", "agop"): 3.3305}
+  for run in _summaries("rfm_fm2000_reference"):
+    rec = run["metrics"]["layers"][0]
+    for (m, rep), want in spec.items():
+      assert rec[m][rep] == pytest.approx(want, rel=2e-4), (run["name"], m, rep)
+
+
+def test_committed_layer10_matches_spec():
+  """SPEC §3: the authors' NC1 of Φ at layer 10 = 0.00062 (NC1 / K), seed spread ±15 %.
+
+  A fresh run takes minutes on a CPU: bench/spec_layer10.py makes and checks one.
+  """
+  runs = _summaries("rfm_fm2000_reference")
+  assert len(runs) == 3
+  vals = [r["metrics"]["layers"][9]["nc1"]["features"] / 10 for r in runs]
+  assert abs(np.mean(vals) / 0.00062 - 1) <= 0.15
+  for r in runs:
+    c = r["config"]
+    assert (c["run"]["dataset"], c["n"], c["deep_rfm"]["preset"], c["deep_rfm"]["features"]) == \
+        ("fashion_mnist", 2000, "reference", "relu")
+
+
+def test_gram_block_means_of_an_etf():
+  """Collapsed data on a simplex ETF: +1 within a class, -1/(K-1) across."""
+  k, per = 4, 3
+  means = np.eye(k) - 1.0 / k                  # centred simplex, rows of equal norm
+  x = np.repeat(means, per, axis=0)
+  x = x / np.linalg.norm(x, axis=1, keepdims=True)
+  labels = np.repeat(np.arange(k), per)
+  b = report_rfm.gram_block_means(x @ x.T, labels)
+  assert b["within"] == pytest.approx(1.0) and b["across"] == pytest.approx(-1 / (k - 1))
+
+
+def test_every_summary_is_compact():
+  """Summaries hold no arrays: each run folder stays small."""
+  for p in RUNS.glob("rfm_*"):
+    for f in p.iterdir():
+      assert f.suffix == ".json" and f.stat().st_size < 40_000, f
+      json.loads(f.read_text())
+
+
+def test_collapsed_nc2_of_imbalanced_classes():
+  """NC2 of an ETF measured about the weighted (sample) global mean, by direct computation."""
+  k = 10
+  etf = k / (k - 1) * np.eye(k) - 1 / (k - 1)
+  assert report_rfm.collapsed_nc2([7] * k) == pytest.approx(0.0, abs=1e-12)
+  counts = np.array([135, 378, 289, 232, 204, 188, 156, 153, 138, 127])
+  means = np.eye(k) - 1 / k                            # an ETF centred at the origin
+  x = np.repeat(means, counts, axis=0)                 # every point at its class mean
+  centred = means - x.mean(0)                          # about the sample global mean
+  centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+  want = np.linalg.norm(centred @ centred.T - etf)
+  assert report_rfm.collapsed_nc2(counts) == pytest.approx(want, rel=1e-12)
+  assert want > 0.5
