@@ -307,7 +307,7 @@ def table_cos_sweep(root) -> str:
         runs = load_group(root, group)
         gamma = g.replace("p", ".")
         if not runs:
-          lines.append(f"| {dname} | {gamma} | {width} | not run | | | | |")
+          lines.append(f"| {dname} | {gamma} | {width} | not run yet | | | | |")
           continue
         r = runs[0]
         recs = r["metrics"]["layers"]
@@ -319,8 +319,8 @@ def table_cos_sweep(root) -> str:
             f"| {dname} | {gamma} | {width} | {f('agop')} | {f('features')} | "
             f"{report.fmt(best['nc1']['features'])} ({best['layer']}) | "
             f"{report.fmt(_layer(r, last)['nc2']['agop'])} | "
-            f"{report.fmt(r['metrics']['final']['test_acc'])} |"
-            + ("" if last == 19 else f" <!-- {last} layers -->"))
+            f"{report.fmt(r['metrics']['final']['test_acc'])}"
+            + ("" if last == 19 else f" ({last} layers only)") + " |")
   return "\n".join(lines) + "\n"
 
 
