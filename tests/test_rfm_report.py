@@ -75,3 +75,21 @@ def test_collapsed_nc2_of_imbalanced_classes():
   want = np.linalg.norm(centred @ centred.T - etf)
   assert report_rfm.collapsed_nc2(counts) == pytest.approx(want, rel=1e-12)
   assert want > 0.5
+
+
+def test_tables_quote_what_bin_figures_computes():
+  """Every per-layer mean in a Deep RFM table is bin/figures' mean over the same summaries."""
+  from dnc_jax import figures, report
+  runs = _summaries("rfm_fm2000_reference")
+  fig = figures.rfm_summary(figures.find_runs([RUNS / r["name"] for r in runs]))
+  table = report_rfm.layer_table(RUNS, "rfm_fm2000_reference")
+  rows = [l for l in table.splitlines() if l.startswith("| ") and l[2].isdigit()]
+  assert len(rows) == len(fig["layers"])
+  for row, i in zip(rows, range(len(rows))):
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    for j, (m, rep) in enumerate([(m, r) for m in ("nc1", "nc2") for r in report_rfm.REPS]):
+      mean = float(cells[1 + j].split(" ± ")[0])
+      assert mean == pytest.approx(fig[m][rep]["mean"][i], rel=6e-3), (i, m, rep)
+  # and the formatting of one cell against NumPy directly
+  v = np.array([r["metrics"]["layers"][4]["nc1"]["agop"] for r in runs])
+  assert rows[4].split("|")[3].strip() == report.mean_sd(v)
