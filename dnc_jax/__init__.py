@@ -11,6 +11,9 @@ The functional API::
 Importing this package imports neither tensorflow-datasets nor matplotlib.
 """
 from dnc_jax.agop import agop, kernel_agop
+# The real function, so help() shows its signature and docstring (dnc_jax.data
+# imports tensorflow-datasets only when a tfds dataset is loaded).
+from dnc_jax.data import load_dataset
 from dnc_jax.deep_rfm import (DeepRFMConfig, DeepRFMResult, deep_rfm, normalise_rows,
                               preset_config, rfm_layer)
 from dnc_jax.errors import ConfigError, DataError, DncError, SolveError
@@ -38,12 +41,6 @@ def __getattr__(name):
     import importlib
     return getattr(importlib.import_module(_LAZY[name]), name)
   raise AttributeError(f"module 'dnc_jax' has no attribute {name!r}")
-
-
-def load_dataset(*args, **kwargs):
-  """See :func:`dnc_jax.data.load_dataset` (imported lazily)."""
-  from dnc_jax import data
-  return data.load_dataset(*args, **kwargs)
 
 
 __version__ = "0.1.0"

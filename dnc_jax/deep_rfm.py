@@ -46,7 +46,7 @@ from dnc_jax import precision as precision_lib
 from dnc_jax import krr as krr_lib
 from dnc_jax import metrics as metrics_lib
 from dnc_jax import validate
-from dnc_jax.errors import ConfigError
+from dnc_jax.errors import ConfigError, DncError
 
 HIGHEST = jax.lax.Precision.HIGHEST
 PRESETS = ("reference", "paper")
@@ -168,6 +168,46 @@ def layer_flops(n: int, n_test: int, d: int, num_classes: int, width: int) -> di
   }
   out["total"] = sum(out.values())
   return out
+
+
+class AgopError(DncError):
+  """A layer's AGOP is zero or not finite, so ``M / max M`` is undefined."""
+
+
+def agop_error(layer: int, config: DeepRFMConfig, dtype) -> AgopError:
+  r"""The error for a layer whose normalised AGOP is not finite, with cause and fix.
+
+  The AGOP scales as :math:`(\alpha / L)^2` with the KRR weights
+  :math:`\alpha \propto 1/\mu` for a large ridge :math:`\mu`, and it vanishes
+  when the kernel between distinct rows underflows (a tiny bandwidth ``L``):
+  on digits it becomes exactly 0 in float32 for ``L ≲ 0.002``, ``L ≳ 1e23``
+  or ``μ ≳ 1e21``, in float64 for ``L ≲ 3e-4``, ``L ≳ 1e158`` or ``μ ≳ 1e150``
+  (docs/numerics.md).
+  """
+  name = np.dtype(dtype).name
+  bw, ridge = float(config.bandwidth), float(config.ridge)
+  if bw < 0.1:
+    cause = (f"bandwidth {bw:g} is so small that the kernel between distinct rows (unit-norm) "
+             f"underflows to 0 in {name}")
+  elif ridge > 1e3:
+    cause = f"ridge {ridge:g} shrinks the predictor, and so its gradients, below {name}'s range"
+  elif bw > 1e3:
+    cause = f"bandwidth {bw:g} makes the kernel's gradients (∝ 1/L) underflow in {name}"
+  else:
+    cause = f"the kernel or its gradients under- or overflowed in {name}"
+  fix = "use a bandwidth near the rows' scale (unit norm; the presets' --bandwidth 2.0), a ridge ≤ 1"
+  fix += " or --precision float64 (float32 underflows first)" if name == "float32" else ""
+  return AgopError(f"layer {layer}: the AGOP M is zero or not finite, so M / max M is undefined: "
+                   f"{cause}; {fix}")
+
+
+def check_agop(m, layer: int, config: DeepRFMConfig) -> None:
+  """Raises :func:`agop_error` when the normalised AGOP ``m`` ``[d, d]`` holds NaN or Inf.
+
+  ``m = M / max M`` is finite exactly when the raw ``M`` is finite with ``max M > 0``.
+  """
+  if not bool(jnp.all(jnp.isfinite(m))):
+    raise agop_error(layer, config, m.dtype)
 
 
 class LayerOutput(NamedTuple):
@@ -318,6 +358,20 @@ def _accuracy(pred, labels) -> float | None:
   return float(np.mean(np.argmax(np.asarray(pred), axis=1) == np.asarray(labels)))
 
 
+def _floating(x, name: str):
+  """``x`` as a floating array: integer or boolean data (e.g. raw pixels) become float32, or
+  float64 with x64 enabled; anything else is refused with a one-line error."""
+  dt = getattr(x, "dtype", None)
+  if dt is None:
+    x = np.asarray(x)
+    dt = x.dtype
+  if jnp.issubdtype(dt, jnp.floating):
+    return x
+  if jnp.issubdtype(dt, jnp.integer) or jnp.issubdtype(dt, jnp.bool_):
+    return np.asarray(x, dtype=jax.dtypes.canonicalize_dtype(jnp.float64))
+  raise ConfigError(f"{name} must be numeric, got dtype {dt}; convert with {name}.astype(np.float32)")
+
+
 def _check_data(x, labels, x_test, labels_test, num_classes):
   metrics_lib.check_labels(x, labels, num_classes)  # shapes, labels and NaN/Inf of x
   if x_test is not None:
@@ -358,6 +412,8 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
     SolveError: a kernel system could not be factorised (names the layer).
   """
   config = (config or preset_config("reference")).validate()
+  x = _floating(x, "x")
+  x_test = None if x_test is None else _floating(x_test, "x_test")
   labels_np = np.asarray(labels)
   if num_classes is None:
     num_classes = int(labels_np.max()) + 1 if labels_np.size else 0
@@ -398,7 +454,8 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
         global_mean=config.global_mean, batch_size=bs, matmul_precision=config.matmul_precision)
     jax.block_until_ready(x_next)
     if not bool(out.solve_ok):
-      raise krr_lib.solve_error(config.ridge, n, f"layer {layer}")
+      raise krr_lib.solve_error(config.ridge, n, f"layer {layer}", dtype=dtype)
+    check_agop(out.m, layer, config)
     mets = jax.tree.map(float, out.metrics)
     record = {
         "layer": layer,
@@ -434,7 +491,7 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
   train_pred, test_pred, ok = final_krr(x, x_test, y, lab, config.bandwidth, config.ridge,
                                         kernel=config.kernel, num_classes=num_classes)
   if not bool(ok):
-    raise krr_lib.solve_error(config.ridge, n, "final KRR")
+    raise krr_lib.solve_error(config.ridge, n, "final KRR", dtype=dtype)
   final = {"train_acc": _accuracy(train_pred, labels_np),
            "test_acc": _accuracy(test_pred, labels_test),
            "seconds": time.perf_counter() - t0}

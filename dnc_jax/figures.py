@@ -37,6 +37,10 @@ import numpy as np
 
 from dnc_jax.errors import ConfigError
 
+
+class RunFileError(ConfigError):
+  """A file of a run directory exists but cannot be read (damaged or truncated)."""
+
 REPS = ("input", "agop", "features")
 GRAM_LAYERS = (1, 3, 7, 13, 19)
 BAND_FLOOR = 0.01
@@ -85,7 +89,8 @@ def _read_json(p: pathlib.Path) -> dict:
   try:
     return json.loads(p.read_text())
   except (OSError, ValueError) as e:
-    raise ConfigError(f"cannot read {p}: {e}") from e
+    raise RunFileError(f"cannot read {p}: {e}; the file is damaged (truncated?): rerun that "
+                       "run, or leave its directory out") from e
 
 
 def load_run(path) -> Run:
@@ -109,7 +114,8 @@ def load_run(path) -> Run:
         history.append(json.loads(line))
       except ValueError:
         if i < len(lines) - 1:   # the last line of a run still writing may be incomplete
-          raise ConfigError(f"{path}/history.jsonl: line {i + 1} is not JSON") from None
+          raise RunFileError(f"{path}/history.jsonl: line {i + 1} is not JSON; the file is "
+                             "damaged: rerun that run, or leave its directory out") from None
     if not any("layers" in r for r in history):
       raise ConfigError(f"{path}/history.jsonl has no measurement epoch yet")
     return Run(path, "nn", config, history=history)
@@ -125,6 +131,8 @@ def find_runs(paths: Iterable) -> list[Run]:
     try:
       runs.append(load_run(p))
       continue
+    except RunFileError:
+      raise   # a run with a damaged file: say which file, do not search below it
     except ConfigError:
       if not p.is_dir():
         raise
@@ -132,6 +140,8 @@ def find_runs(paths: Iterable) -> list[Run]:
     for sub in sorted(q for q in p.iterdir() if q.is_dir()):
       try:
         found.append(load_run(sub))
+      except RunFileError:
+        raise
       except ConfigError:
         pass
     if not found:
@@ -442,12 +452,13 @@ def plot_compare(groups: dict[str, Sequence[Run]], path, *, metric: str = "nc1",
                         alpha=0.15, lw=0)
   ax.set_yscale("log")
   ax.set_xlabel("layer $l$")
+  ax.xaxis.set_major_locator(plots.integer_ticks())
   ax.set_ylabel(metric.upper() + " (paper convention)")
   n_seeds = sorted({len(r) for r in groups.values()})
   ax.set_title(f"{metric.upper()} against layer, mean ± 1 sd over {'/'.join(map(str, n_seeds))} "
-               f"seeds\n(lower band edge ≥ {band_floor:g} × mean)")
+               f"{'seed' if n_seeds == [1] else 'seeds'}\n(lower band edge ≥ {band_floor:g} × mean)")
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=7)
+  plots.legend_outside(ax, fontsize=7)
   files = plots.save_figure(fig, pathlib.Path(path).with_suffix(".png"), formats)
   plt.close(fig)
   return files
@@ -469,7 +480,9 @@ def make_figures(paths: Iterable, out, *, formats=("png", "pdf"), band_floor: fl
   out.mkdir(parents=True, exist_ok=True)
   groups = group_runs(find_runs(paths))
   files, summaries, md = [], {}, []
+  from dnc_jax.runs import check_interrupt
   for name, runs in groups.items():
+    check_interrupt()   # between groups: every file written so far is whole
     if runs[0].kind == "deep_rfm":
       files += rfm_figures(name, runs, out, formats=formats, band_floor=band_floor,
                            gram_layers=gram_layers)
@@ -482,6 +495,24 @@ def make_figures(paths: Iterable, out, *, formats=("png", "pdf"), band_floor: fl
   if compare and len(rfm_groups) > 1:
     files += plot_compare(rfm_groups, out / "compare_nc1.png", band_floor=band_floor,
                           formats=formats)
-  (out / "summary.json").write_text(json.dumps(summaries, indent=1))
-  (out / "summary.md").write_text("\n".join(md))
+  from dnc_jax import runs as runs_lib
+  runs_lib.atomic_write_bytes(out / "summary.json", json.dumps(summaries, indent=1).encode())
+  runs_lib.atomic_write_bytes(out / "summary.md", "\n".join(md).encode())
   return {"files": files, "groups": summaries}
+
+
+FIGURE_STEMS = ("_nc1", "_nc2", "_gram", "_gram_agop", "_nc1_decomposition", "_training")
+
+
+def clear_figures(out) -> None:
+  """Removes what :func:`make_figures` wrote into ``out`` before (only those files)."""
+  out = pathlib.Path(out)
+  if not out.is_dir():
+    return
+  for p in out.iterdir():
+    if not p.is_file():
+      continue
+    if p.name in ("summary.md", "summary.json") or (
+        p.suffix in (".png", ".pdf", ".svg")
+        and (p.stem == "compare_nc1" or p.stem.endswith(FIGURE_STEMS))):
+      p.unlink()

@@ -80,21 +80,27 @@ def cholesky_fit(kmat: jax.Array, y: jax.Array, ridge) -> tuple[jax.Array, jax.A
   return alpha, ok, fitted
 
 
-def solve_error(ridge: float, n: int, where: str | None = None) -> SolveError:
-  """The error for a failed factorisation, with the fix; ``where`` prefixes it (e.g. a layer)."""
-  err = _solve_error(ridge, n)
+def solve_error(ridge: float, n: int, where: str | None = None, *, dtype=None) -> SolveError:
+  """The error for a failed factorisation, with the fix; ``where`` prefixes it (e.g. a layer).
+
+  ``dtype`` is the system's float type: float64 is suggested only to a float32 run.
+  """
+  err = _solve_error(ridge, n, dtype)
   return SolveError(f"{where}: {err}") if where else err
 
 
-def _solve_error(ridge: float, n: int) -> SolveError:
+def _solve_error(ridge: float, n: int, dtype=None) -> SolveError:
+  in64 = dtype is not None and jnp.dtype(dtype) == jnp.float64
   if ridge == 0:
     return SolveError(
         f"the ridgeless kernel system (n = {n}) is singular: the kernel matrix is not "
         "numerically positive definite (duplicate or nearly collapsed points?). "
-        "Use a ridge, e.g. --ridge 1e-3 (the reference preset), or float64 (--x64).")
+        "Use a ridge, e.g. --ridge 1e-3 (the reference preset)"
+        + (", even in float64." if in64 else ", or float64 (--precision float64)."))
   return SolveError(
       f"the kernel system (n = {n}, ridge = {ridge:g}) could not be factorised; "
-      "increase the ridge (e.g. --ridge 1e-2) or use float64 (--x64).")
+      "increase the ridge (e.g. --ridge 1e-2)"
+      + (", even in float64." if in64 else " or use float64 (--precision float64)."))
 
 
 def check_ridge(ridge) -> None:
@@ -142,7 +148,7 @@ def krr_fit(x: jax.Array, y: jax.Array, *, kernel: str = "laplace", bandwidth=2.
   validate.finite(y, "y")
   alpha, ok = _fit(x, y, bandwidth, ridge, M, kernel)
   if not bool(ok):
-    raise solve_error(float(ridge), x.shape[0])
+    raise solve_error(float(ridge), x.shape[0], dtype=x.dtype)
   return alpha
 
 

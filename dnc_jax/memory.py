@@ -106,6 +106,14 @@ def _cgroup_room() -> int | None:
   return None
 
 
+def format_bytes(b: float) -> str:
+  """``b`` bytes in GiB, MiB or KiB with three significant digits (never "0.0 GiB")."""
+  for unit, size in (("GiB", GiB), ("MiB", 2**20), ("KiB", 2**10)):
+    if abs(b) >= size:
+      return f"{b / size:.3g} {unit}"
+  return f"{b:.0f} bytes"
+
+
 def budget_bytes(memory_gb: float | None, device: jax.Device | None = None) -> int:
   """``memory_gb`` in bytes, or a fraction of what the device has free."""
   if memory_gb is not None:
@@ -147,10 +155,10 @@ def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
   if batch_size is None:
     room = budget - fixed
     if solve > room or per_row > room:
-      need = (fixed + max(solve, per_row)) / GiB
+      need = fixed + max(solve, per_row)
       raise ConfigError(
-          f"a Deep RFM layer with N = {n} training rows needs about {need:.1f} GiB (the "
-          f"[N, N] kernel matrix and its factor) but the budget is {budget / GiB:.1f} GiB; "
+          f"a Deep RFM layer with N = {n} training rows needs about {format_bytes(need)} (the "
+          f"[N, N] kernel matrix and its factor) but the budget is {format_bytes(budget)}; "
           "use fewer rows (--n), the matrix-free solver over devices (--solver cg "
           "--devices D), or raise the budget (--memory-gb) if the machine has more free")
     batch_size = block_rows(n, per_row, room, backend=backend)

@@ -36,6 +36,20 @@ def _plt():
   return plt
 
 
+def integer_ticks():
+  """A tick locator for layer or epoch axes: whole numbers only (no "2.5")."""
+  from matplotlib.ticker import MaxNLocator
+  return MaxNLocator(integer=True)
+
+
+def legend_outside(ax, **kwargs):
+  """The legend to the right of ``ax``, so it covers no curve, band or bar.
+
+  Figures are saved with a tight bounding box, which takes the legend in.
+  """
+  return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
+
+
 def save_figure(fig, path, formats: Sequence[str] = ("png",)) -> list[str]:
   """Saves ``fig`` atomically under ``path`` with each suffix in ``formats``."""
   import io
@@ -43,7 +57,7 @@ def save_figure(fig, path, formats: Sequence[str] = ("png",)) -> list[str]:
   for fmt in formats:
     p = pathlib.Path(path).with_suffix("." + fmt)
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt)
+    fig.savefig(buf, format=fmt, bbox_inches="tight")
     atomic_write_bytes(p, buf.getvalue())
     written.append(str(p))
   return written
@@ -74,11 +88,12 @@ def plot_collapse(runs: Sequence[list], metric: str, path, *, title: str | None 
                       color=COLOURS[rep], alpha=0.2, lw=0)
   ax.set_yscale("log")
   ax.set_xlabel("layer $l$")
+  ax.xaxis.set_major_locator(integer_ticks())
   ax.set_ylabel(metric.upper())
   note = f" — mean ± 1 sd over {len(runs)} seeds" if len(runs) > 1 else ""
   ax.set_title((title or TITLES[metric]) + note)
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend()
+  legend_outside(ax)
   out = save_figure(fig, path, formats)
   plt.close(fig)
   return out

@@ -496,7 +496,7 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
         cg = opts(1)
         raise solvers.cg_error(rec["residuals"][-1], cg.tol, cg.max_iter, config.ridge, n,
                                where)
-      raise krr_lib.solve_error(config.ridge, n, where)
+      raise krr_lib.solve_error(config.ridge, n, where, dtype=dtype)
     return rec
 
   start, layers, grams, ms = drfm.resume_point(resume, config, n)
@@ -521,6 +521,7 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
         cg=opts(d_in))
     jax.block_until_ready(xn)
     srec = solve_info(info, ok, f"layer {layer}")
+    drfm.check_agop(m, layer, config)
     mets = jax.tree.map(float, mets)
     record = {
         "layer": layer,

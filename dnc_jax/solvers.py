@@ -530,7 +530,7 @@ def solve(x: jax.Array, y: jax.Array, *, kernel: str = "laplace", bandwidth=2.0,
     alpha, ok = _cholesky_system(x, y, labels, bandwidth, ridge, kernel=kernel,
                                  num_classes=int(num_classes))
     if not bool(ok):
-      raise krr_lib.solve_error(float(ridge), n)
+      raise krr_lib.solve_error(float(ridge), n, dtype=x.dtype)
     return SolveResult(alpha, "cholesky", 0, float("nan"), None)
   opts = cg_options(n, n, x.shape[1], itemsize, tol=tol, max_iter=max_iter,
                     preconditioner=preconditioner, rank=rank, memory_bytes=memory_bytes)

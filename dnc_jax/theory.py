@@ -1634,9 +1634,10 @@ def plot_lemma_c2(results: Sequence[LemmaC2Result], path: str) -> str:
   ax[1].set_yscale("log")
   ax[1].set_ylabel("‖T(A*) − A*‖_F / ‖A*‖_F")
   ax[1].set_title("is A* = YYᵀ + λ_map I a fixed point?")
-  ax[1].legend()
+  # Beside the panel: inside, it covers the tallest bars.
+  ax[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return path
 

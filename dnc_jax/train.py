@@ -14,10 +14,13 @@ of the same step.
 
 Every ``measure_every`` epochs (and at epoch 0) the head is probed
 (:mod:`dnc_jax.probes`) on the training set and an orbax checkpoint is written.
-Each epoch appends one record to ``history.jsonl`` (rewritten atomically); the
-run directory also holds ``config.json``, ``metrics.json`` and ``metrics.csv``.
-A non-finite loss stops the run with :class:`DivergenceError`, naming the epoch;
-the last good state is kept as a checkpoint.
+Each epoch appends one record to ``history.jsonl`` (rewritten atomically, before
+the checkpoint of that epoch, so the history always covers the latest
+checkpoint); the run directory also holds ``config.json``, ``metrics.json`` and
+``metrics.csv``. A non-finite loss stops the run with :class:`DivergenceError`,
+naming the epoch; the last good state is kept as a checkpoint. A SIGINT or
+SIGTERM caught by :func:`dnc_jax.runs.deferred_interrupts` stops the run at the
+end of the current epoch, after a checkpoint of that epoch.
 
 References:
   Beaglehole et al., NeurIPS 2024, Section 6 and Appendix D.
@@ -42,6 +45,7 @@ import optax
 from dnc_jax import metrics as metrics_lib
 from dnc_jax import nets
 from dnc_jax import probes as probes_lib
+from dnc_jax import runs
 from dnc_jax.errors import ConfigError, DncError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -495,6 +499,8 @@ def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None)
     history.append(rec)
     if out is not None:
       write_history(out / "history.jsonl", history)
+      # The epoch-0 checkpoint: a run stopped before its first measurement resumes.
+      save_checkpoint(manager, state)
   if resume:
     # The stored config records the latest epoch target.
     rec = json.loads((out / "config.json").read_text())
@@ -503,7 +509,7 @@ def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None)
 
   start = int(state.epoch) + 1
   nb, rem = divmod(n, cfg.batch_size)
-  last_saved = int(state.epoch) if resume else None
+  last_saved = int(state.epoch) if out is not None else None
   bar = None
   if cfg.progress:
     from tqdm.auto import tqdm
@@ -512,6 +518,7 @@ def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None)
   last_nfa = next((_mean_nfa(r["layers"]) for r in reversed(history) if "layers" in r),
                   float("nan"))
   try:
+    runs.check_interrupt()   # a signal during the set-up stops here (epoch 0 is saved)
     for e in range(start, cfg.epochs + 1):
       t0 = time.perf_counter()
       prev = state
@@ -545,14 +552,16 @@ def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None)
         last_nfa = _mean_nfa(rec["layers"])
       history.append(rec)
       if out is not None:
-        if is_measure(e):
+        write_history(out / "history.jsonl", history)
+        # Saved after the history, so a kill between the two loses nothing on resume.
+        if is_measure(e) or runs.interrupt_requested():
           save_checkpoint(manager, state)
           last_saved = e
-        write_history(out / "history.jsonl", history)
       if bar is not None:
         bar.update(1)
         bar.set_postfix(loss=f"{ev['train_loss']:.4g}", acc=f"{ev.get('test_acc', float('nan')):.3f}",
                         nfa=f"{last_nfa:.3f}")
+      runs.check_interrupt()   # the epoch is saved: a safe point
   finally:
     if bar is not None:
       bar.close()

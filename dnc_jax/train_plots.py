@@ -19,10 +19,11 @@ References:
 """
 from __future__ import annotations
 
-import os
 import pathlib
 
 import numpy as np
+
+from dnc_jax.plots import integer_ticks, legend_outside
 
 NC1_STYLE = (("input", "φ(X)", "tab:blue", "-"),
              ("right_singular", "φ(X) V Sᵀ", "tab:green", "-"),
@@ -42,9 +43,11 @@ def _save(fig, path) -> str:
   if path.suffix != ".png":
     path = path.with_suffix(".png")
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-  fig.savefig(tmp, dpi=120, bbox_inches="tight")
-  os.replace(tmp, path)
+  from dnc_jax.runs import atomic_write_bytes
+  import io
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+  atomic_write_bytes(path, buf.getvalue())
   return str(path)
 
 
@@ -86,8 +89,9 @@ def plot_nc1_decomposition(histories: list, path, *, title: str = "") -> str:
     ax.set_yscale("log")
     ax.set_title(f"layer {l}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(integer_ticks())
   axes[0][0].set_ylabel("NC1 = tr Σ_W / tr Σ_B")
-  axes[0][-1].legend(fontsize=7)
+  legend_outside(axes[0][-1], fontsize=7)
   if title:
     fig.suptitle(title)
   fig.tight_layout()
@@ -114,7 +118,7 @@ def plot_training(histories: list, path, *, title: str = "") -> str:
   axes[0].set_title("tr Σ_W/tr Σ_T (solid), tr Σ_B/tr Σ_T (dashed)")
   axes[1].set_title("NFA: corr(WᵀW, AGOP^½)")
   axes[1].set_ylim(-0.05, 1.0)
-  axes[1].legend(fontsize=7)
+  axes[1].legend(fontsize=7, loc="lower right")   # NFA rises towards 1: the bottom stays free
   ep = sorted(set.intersection(*[{r["epoch"] for r in h} for h in histories]))
   loss = np.array([[{r["epoch"]: r for r in h}[e]["train_loss"] for e in ep] for h in histories],
                   dtype=float)
@@ -123,6 +127,7 @@ def plot_training(histories: list, path, *, title: str = "") -> str:
   axes[2].set_title("train loss (MSE)")
   for ax in axes:
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(integer_ticks())
   if title:
     fig.suptitle(title)
   fig.tight_layout()

@@ -59,7 +59,7 @@ def test_bin_figures_writes_every_figure(runs, tmp_path):
   proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", "figures"), *args,
                          "--out", str(out)], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
-  assert "rfm: 2 seed(s)" in proc.stdout
+  assert "rfm: 2 seeds" in proc.stdout
   stems = ["rfm_nc1", "rfm_nc2", "rfm_gram"]
   if nn:
     stems += ["mlp_nc1_decomposition", "mlp_training"]

@@ -159,8 +159,10 @@ def test_bad_input_errors(tmp_path):
 
 
 def test_cli_errors_and_defaults(tmp_path, capsys):
-  assert train_nn.main(["--model", "alexnet"]) == 2
-  assert "unknown model" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_:   # argparse lists the choices
+    train_nn.main(["--model", "alexnet"])
+  assert exit_.value.code == 2
+  assert "invalid choice: 'alexnet'" in capsys.readouterr().err
   assert train_nn.main(["--model", "vgg11", "--dataset", "synthetic", "--out",
                         str(tmp_path / "v")]) == 2
   assert "needs images of at least 8" in capsys.readouterr().err

@@ -13,10 +13,14 @@ import platform
 import sys
 import time
 
-from dnc_jax.errors import DncError
+from dnc_jax.cli import HelpFormatter
+from dnc_jax.errors import DataError, DncError
 
-DEFAULT_N = {"digits": None}          # None: the whole training split
+# Defaults of --n / --n-test: None is the whole split; a number is an upper bound
+# (a smaller split is taken whole; an explicit --n larger than the split is an error).
+DEFAULT_N = {"digits": None}
 DEFAULT_N_TEST = {"digits": None}
+DEFAULT_N_OTHER, DEFAULT_N_TEST_OTHER = 2000, 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +61,7 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                   "NC1/NC2 of each layer's input X_l, its AGOP projection X_l M_l^1/2 and the "
                   "random features Phi_l(X_l M_l^1/2). Metrics use the paper's conventions "
                   "(NC1 = tr Sigma_W / tr Sigma_B; NC2 = Frobenius distance to the simplex ETF).",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=HelpFormatter)
   g = p.add_argument_group("data")
   g.add_argument("--dataset", default="digits", choices=data_lib.DATASETS,
                  help="dataset name; 'digits' is bundled with scikit-learn and needs no download")
@@ -66,9 +70,11 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                       "tensorflow-datasets data_dir; Fashion-MNIST defaults to the Debian "
                       "package's /usr/share/datasets/fashion-mnist when present")
   g.add_argument("--n", type=int, default=None,
-                 help="first n training points (default: all 1500 for digits, 2000 otherwise)")
+                 help="first n training points (default: all 1500 for digits, at most 2000 "
+                      "otherwise)")
   g.add_argument("--n-test", type=int, default=None,
-                 help="first n test points (default: all 297 for digits, 1000 otherwise)")
+                 help="first n test points (default: all 297 for digits, at most 1000 "
+                      "otherwise)")
   g.add_argument("--classes", default=None,
                  help="comma-separated subset of classes, relabelled 0..k-1 (e.g. 0,1,7)")
   g.add_argument("--balanced", action="store_true",
@@ -183,8 +189,26 @@ def _resume_options(args, argv) -> argparse.Namespace:
                    + ("the run there has already finished" if done else
                       "no checkpoint (no layer of a run there has finished); start it without --resume"))
   saved = json.loads(ckpt.read_text())
+  saved.setdefault("precision", "float64" if saved.get("x64") else "float32")
   given = vars(build_parser(suppress=True).parse_args(argv))
-  clash = {k: v for k, v in given.items() if k not in _RUN_CONTROL and saved.get(k) != v}
+  if given.pop("x64", False):
+    given["precision"] = "float64"
+  if given.get("precision") == "auto":
+    given["precision"] = ("float64" if _use_x64(argparse.Namespace(x64=False, precision="auto"))
+                          else "float32")
+  # Compare what the options resolve to: --bandwidth 2.0 is the preset's 2.0.
+  resolved = dataclasses.asdict(_rfm_config(saved))
+  clash = {}
+  for k, v in given.items():
+    if k in _RUN_CONTROL or saved.get(k) == v:
+      continue
+    if k in resolved and k != "preset":
+      try:
+        if dataclasses.asdict(_rfm_config({**saved, k: v}))[k] == resolved[k]:
+          continue
+      except DncError:
+        pass
+    clash[k] = v
   if clash:
     name, value = next(iter(clash.items()))
     raise DncError(f"--resume continues the run in {args.out} with its saved options, but "
@@ -198,10 +222,21 @@ def _resume_options(args, argv) -> argparse.Namespace:
   return argparse.Namespace(**merged)
 
 
-def parse(argv=None):
-  """Parses ``argv`` into ``(RunConfig, DeepRFMConfig)``; raises DncError on bad options."""
+def _rfm_config(opts: dict):
+  """The :class:`DeepRFMConfig` that parsed options ``opts`` (a dict) resolve to."""
   import importlib
   drfm = importlib.import_module("dnc_jax.deep_rfm")  # the module, not dj.deep_rfm the function
+  return drfm.preset_config(
+      opts["preset"], depth=opts["depth"], kernel=opts.get("kernel"),
+      bandwidth=opts.get("bandwidth"), ridge=opts.get("ridge"), features=opts["features"],
+      width=opts.get("width"), weight_init=opts.get("weight_init"), sigma=opts.get("sigma"),
+      global_mean=opts.get("global_mean"), agop_batch_size=opts.get("agop_batch_size"),
+      memory_gb=opts.get("memory_gb"), matmul_precision=opts.get("matmul_precision", "highest"),
+      keep_m=opts.get("keep_m") or None)
+
+
+def parse(argv=None):
+  """Parses ``argv`` into ``(RunConfig, DeepRFMConfig)``; raises DncError on bad options."""
   args = build_parser().parse_args(argv)
   if args.resume:
     args = _resume_options(args, argv)
@@ -222,12 +257,7 @@ def parse(argv=None):
       options=vars(args))
   if run_cfg.devices < 0:
     raise DncError(f"--devices must be ≥ 0 (0 = all visible devices), got {run_cfg.devices}")
-  rfm_cfg = drfm.preset_config(
-      args.preset, depth=args.depth, kernel=args.kernel, bandwidth=args.bandwidth,
-      ridge=args.ridge, features=args.features, width=args.width,
-      weight_init=args.weight_init, sigma=args.sigma, global_mean=args.global_mean,
-      agop_batch_size=args.agop_batch_size, memory_gb=args.memory_gb,
-      matmul_precision=args.matmul_precision, keep_m=args.keep_m or None)
+  rfm_cfg = _rfm_config(vars(args))
   return run_cfg, rfm_cfg
 
 
@@ -276,24 +306,14 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
 
   import importlib
 
-  from dnc_jax import data as data_lib
   from dnc_jax import memory as memory_lib
   from dnc_jax import metrics as metrics_lib
   from dnc_jax import plots, runs
   drfm = importlib.import_module("dnc_jax.deep_rfm")
 
-  out = pathlib.Path(run_cfg.out)
-  if not run_cfg.resume:
-    out = runs.prepare_run_dir(run_cfg.out, overwrite=run_cfg.overwrite)
-    if (out / CHECKPOINT).exists() and not run_cfg.overwrite:
-      raise DncError(f"{out} holds an interrupted run; continue it with --resume, or pass "
-                     "--overwrite to start afresh")
-  n = run_cfg.n if run_cfg.n is not None else DEFAULT_N.get(run_cfg.dataset, 2000)
-  n_test = run_cfg.n_test if run_cfg.n_test is not None else DEFAULT_N_TEST.get(run_cfg.dataset, 1000)
-  ds = data_lib.load_dataset(run_cfg.dataset, n=n, n_test=n_test, data_dir=run_cfg.data_dir,
-                             classes=run_cfg.classes, balanced=run_cfg.balanced,
-                             cache=run_cfg.cache, seed=run_cfg.seed,
-                             class_proportions=run_cfg.class_proportions)
+  out = check_out(run_cfg)
+  ds = load_data(run_cfg)
+  runs.check_interrupt()   # a signal during the data load stops here, before any file
   dtype = np.float64 if run_cfg.x64 else np.float32
   x, xt = ds.x_train.astype(dtype), ds.x_test.astype(dtype)
   k = ds.num_classes
@@ -330,6 +350,7 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
     if bar is not None:
       bar.update(1)
       bar.set_postfix(nc1_agop=f"{rec['nc1']['agop']:.3g}", test_acc=rec["test_acc"])
+    runs.check_interrupt()   # the layer is saved: a safe point
 
   budget = memory_lib.budget_bytes(rfm_cfg.memory_gb)
   # The run plans with this budget, the one metrics.json reports (free memory is read once).
@@ -358,6 +379,7 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
   finally:
     if bar is not None:
       bar.close()
+  runs.check_interrupt()   # every layer is saved; the final KRR reruns on resume
   total = time.perf_counter() - t0
   peak = memory_lib.peak_bytes()
   from dnc_jax import report_rfm
@@ -423,6 +445,39 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
   return metrics
 
 
+def check_out(run_cfg: RunConfig) -> pathlib.Path:
+  """The ``--out`` rules (:func:`dnc_jax.runs.check_out`); an interrupted run needs --resume."""
+  from dnc_jax import runs
+  return runs.check_out(run_cfg.out, overwrite=run_cfg.overwrite, resume=run_cfg.resume,
+                        unfinished=CHECKPOINT, resume_hint="--resume")
+
+
+def load_data(run_cfg: RunConfig):
+  """The dataset of ``run_cfg``; a default ``--n``/``--n-test`` larger than the split takes it all."""
+  from dnc_jax import data as data_lib
+  n, n_test = run_cfg.n, run_cfg.n_test
+  bounded = {}
+  if n is None and run_cfg.dataset not in DEFAULT_N:
+    n = bounded["n"] = DEFAULT_N_OTHER
+  if n_test is None and run_cfg.dataset not in DEFAULT_N_TEST:
+    n_test = bounded["n_test"] = DEFAULT_N_TEST_OTHER
+  common = dict(data_dir=run_cfg.data_dir, classes=run_cfg.classes, balanced=run_cfg.balanced,
+                cache=run_cfg.cache, seed=run_cfg.seed,
+                class_proportions=run_cfg.class_proportions)
+  try:
+    return data_lib.load_dataset(run_cfg.dataset, n=n, n_test=n_test, **common)
+  except DataError:
+    if not bounded:
+      raise
+  # A split smaller than a default bound: take it whole (loads from the cache).
+  ds = data_lib.load_dataset(run_cfg.dataset, n=run_cfg.n, n_test=run_cfg.n_test, **common)
+  if (len(ds.x_train) >= bounded.get("n", float("inf"))
+      and len(ds.x_test) >= bounded.get("n_test", float("inf"))):
+    # Both splits are large enough: the error was about something else.
+    return data_lib.load_dataset(run_cfg.dataset, n=n, n_test=n_test, **common)
+  return ds
+
+
 def save_checkpoint(ckpt: pathlib.Path, state) -> None:
   """Writes the state after a layer: arrays first, then the JSON that points at them."""
   from dnc_jax import runs
@@ -463,32 +518,45 @@ def load_checkpoint(ckpt: pathlib.Path, drfm):
                              grams_agop)
 
 
-def _sigterm(signum, frame):
-  raise KeyboardInterrupt
+def interrupted_message(out) -> str:
+  """What an interrupted run prints: where it stopped and the command that continues it."""
+  import json
+  ckpt = pathlib.Path(out) / CHECKPOINT
+  if not (ckpt / "options.json").exists():
+    return "deep_rfm: interrupted before the run started; nothing was saved. Run the same command again."
+  done = ""
+  if (ckpt / "state.json").exists():
+    done = f" after layer {json.loads((ckpt / 'state.json').read_text())['layer']}"
+  return (f"deep_rfm: interrupted{done}; every finished layer is saved. Continue with:\n"
+          f"  bin/deep_rfm --out {out} --resume")
 
 
 def main(argv=None) -> int:
-  import signal
-  run_cfg = None
-  previous = signal.signal(signal.SIGTERM, _sigterm)
-  try:
-    run_cfg, rfm_cfg = parse(argv)
-    metrics = run(run_cfg, rfm_cfg)
-  except DncError as e:
-    print(f"deep_rfm: error: {e}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    out = run_cfg.out if run_cfg else "OUT"
-    done = ""
-    state = pathlib.Path(out) / CHECKPOINT / "state.json"
-    if state.exists():
-      import json
-      done = f" after layer {json.loads(state.read_text())['layer']}"
-    print(f"deep_rfm: interrupted{done}; every finished layer is saved. Continue with:\n"
-          f"  bin/deep_rfm --out {out} --resume", file=sys.stderr)
-    return 130
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+  from dnc_jax import runs
+  state = {"out": None}
+
+  def on_second(signum):
+    out = state["out"]
+    print(interrupted_message(out) if out else "deep_rfm: interrupted", file=sys.stderr)
+
+  def on_first(signum):
+    print("\ndeep_rfm: stopping after the current layer (it is then saved); interrupt "
+          "again to stop at once", file=sys.stderr)
+
+  with runs.deferred_interrupts(on_second, on_first=on_first):
+    try:
+      run_cfg, rfm_cfg = parse(argv)
+      check_out(run_cfg)
+      state["out"] = run_cfg.out
+      with runs.removed_if_left_empty(run_cfg.out):
+        metrics = run(run_cfg, rfm_cfg)
+    except DncError as e:
+      print(f"deep_rfm: error: {e}", file=sys.stderr)
+      return 2
+    except KeyboardInterrupt as e:
+      out = state["out"]
+      print(interrupted_message(out) if out else "deep_rfm: interrupted", file=sys.stderr)
+      return getattr(e, "exit_code", 130)
   last = metrics["layers"][-1]
   print(f"wrote {run_cfg.out}: {len(metrics['layers'])} layers in {metrics['seconds_total']:.1f} s; "
         f"layer {last['layer']} NC1 (paper convention, tr Sigma_W/tr Sigma_B): "

@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dnc_jax.cli import HelpFormatter
 from dnc_jax.errors import DncError
+
+# What marks an output folder of this command (refused as --out without --overwrite).
+RUN_FILES = ("summary.md", "summary.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
                   "(Figs. 2, 7-12: NC1 decomposition per head layer, variance ratios, NFA, loss). "
                   "Runs differing only in seed are averaged: mean +- 1 sd bands, the lower edge "
                   "truncated at --band-floor x mean on log axes.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=HelpFormatter)
   p.add_argument("runs", nargs="+",
                  help="run directories, or folders whose subfolders are run directories")
   p.add_argument("--out", required=True, help="folder for the figures and summary.md/json")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace the figures and summaries already in --out (otherwise refused)")
   p.add_argument("--formats", default="png,pdf", help="comma-separated: png, pdf, svg")
   p.add_argument("--band-floor", type=float, default=0.01,
                  help="lower band edge >= this fraction of the mean on log axes "
@@ -47,15 +53,25 @@ def main(argv=None) -> int:
           file=sys.stderr)
     return 2
   formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
-  try:
-    res = figures.make_figures(args.runs, args.out, formats=formats,
-                               band_floor=args.band_floor, gram_layers=gram_layers,
-                               compare=not args.no_compare)
-  except DncError as e:
-    print(f"figures: error: {e}", file=sys.stderr)
-    return 2
+  from dnc_jax import runs
+  with runs.deferred_interrupts():
+    try:
+      runs.check_out(args.out, overwrite=args.overwrite, markers=RUN_FILES)
+      with runs.removed_if_left_empty(args.out):
+        if args.overwrite:
+          figures.clear_figures(args.out)
+        res = figures.make_figures(args.runs, args.out, formats=formats,
+                                   band_floor=args.band_floor, gram_layers=gram_layers,
+                                   compare=not args.no_compare)
+    except DncError as e:
+      print(f"figures: error: {e}", file=sys.stderr)
+      return 2
+    except KeyboardInterrupt as e:
+      print(f"figures: interrupted; {args.out} may hold some of the figures", file=sys.stderr)
+      return getattr(e, "exit_code", 130)
   for name, s in res["groups"].items():
-    print(f"{name}: {len(s['seeds'])} seed(s), {s['group']}")
+    n = len(s["seeds"])
+    print(f"{name}: {n} seed{'s' if n != 1 else ''}, {s['group']}")
   print(f"wrote {len(res['files'])} figure files, summary.md and summary.json to {args.out}")
   return 0
 

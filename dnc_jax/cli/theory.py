@@ -15,9 +15,12 @@ import pathlib
 import sys
 import time
 
+from dnc_jax.cli import HelpFormatter
 from dnc_jax.errors import ConfigError, DncError
 
 CHECKS = ("thm53", "lemma_c2", "thm54", "prop_a1")
+# What marks an output directory of this command (refused as --out without --overwrite).
+RUN_FILES = ("config.json", "results.json", "summary.md")
 
 
 def _ints(text: str) -> tuple:
@@ -95,6 +98,8 @@ class TheoryConfig:
   out: str
   seed: int = 0
   figures: bool = True
+  overwrite: bool = False
+  progress: bool = True
   thm53: Thm53Config = Thm53Config()
   lemma_c2: LemmaC2Config = LemmaC2Config()
   thm54: Thm54Config = Thm54Config()
@@ -118,9 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
                   "k, and over Mahalanobis kernels (Prop. B.1); prop_a1: E[ReLU(Wx).ReLU(Wy)] "
                   "and its 1/D variance. Rows are samples; Y is 0/1 one-hot, so the collapsed "
                   "Gram matrix YY^T (the paper's Y^T Y) is a block of ones per class.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=HelpFormatter)
   p.add_argument("check", choices=CHECKS + ("all",), help="which statement to check")
   p.add_argument("--out", required=True, help="output directory (created)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace the results already in --out (otherwise refused)")
+  p.add_argument("--no-progress", action="store_true",
+                 help="do not report each check as it starts and ends (on stderr)")
   p.add_argument("--seed", type=int, default=0, help="seed of the one PRNG key")
   p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
@@ -195,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv=None) -> TheoryConfig:
   a = build_parser().parse_args(argv)
   return TheoryConfig(
-      check=a.check, out=a.out, seed=a.seed, figures=not a.no_figures,
+      check=a.check, out=a.out, seed=a.seed, figures=not a.no_figures, overwrite=a.overwrite,
+      progress=not a.no_progress,
       thm53=Thm53Config(
           class_sizes=a.class_sizes, unbalanced_sizes=a.unbalanced_sizes, dim=a.dim,
           noise=a.noise, lambda_hat=a.lambda_hat, lambda_map=a.lambda_map, layers=a.layers,
@@ -225,8 +235,13 @@ def run(cfg: TheoryConfig) -> dict:
 
   root = jax.random.key(cfg.seed)
   keys = {check: jax.random.fold_in(root, i) for i, check in enumerate(CHECKS)}
+  from dnc_jax import runs
   reports, seconds = {}, {}
-  for check in cfg.checks:
+  for i, check in enumerate(cfg.checks):
+    runs.check_interrupt()   # between checks: nothing is half-computed
+    if cfg.progress:
+      print(f"theory: [{i + 1}/{len(cfg.checks)}] {check} ({DESCRIPTIONS[check]}) ...",
+            file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     if check == "thm53":
       c = cfg.thm53
@@ -258,7 +273,16 @@ def run(cfg: TheoryConfig) -> dict:
           keys[check], thetas=np.linspace(0.0, np.pi, c.angles), width=c.width,
           widths=c.widths, num_draws=c.draws, dim=c.dim)
     seconds[check] = time.perf_counter() - t0
+    if cfg.progress:
+      print(f"theory: [{i + 1}/{len(cfg.checks)}] {check} done in {seconds[check]:.1f} s",
+            file=sys.stderr, flush=True)
+  runs.check_interrupt()
   return {"reports": reports, "seconds": seconds}
+
+
+DESCRIPTIONS = {"thm53": "Theorem 5.3, linearised Deep RFM", "lemma_c2": "Lemma C.2",
+                "thm54": "Theorem 5.4 and Proposition B.1",
+                "prop_a1": "Proposition A.1, ReLU random features"}
 
 
 # ---------------------------------------------------------------------------
@@ -422,22 +446,27 @@ TABLES = {"thm53": tables_thm53, "lemma_c2": tables_lemma_c2, "thm54": tables_th
 
 def save(cfg: TheoryConfig, out: dict) -> pathlib.Path:
   """Writes config.json, results.json, summary.md and the figures; returns the directory."""
-  from dnc_jax import theory
+  from dnc_jax import runs, theory
   d = pathlib.Path(cfg.out)
-  d.mkdir(parents=True, exist_ok=True)
-  (d / "config.json").write_text(json.dumps({"config": dataclasses.asdict(cfg)}, indent=2))
+
+  def write(name, text):
+    runs.atomic_write_bytes(d / name, text.encode())
+
+  if cfg.overwrite:
+    runs.clear_run_files(d, RUN_FILES + tuple(f"{c}.png" for c in CHECKS))
+  write("config.json", json.dumps({"config": dataclasses.asdict(cfg)}, indent=2))
   results = {"check": cfg.check, "seed": cfg.seed, "dtype": "float64",
              "conventions": theory.CONVENTIONS,
              "seconds": out["seconds"]}
   for check, rep in out["reports"].items():
     results[check] = theory.as_dict(rep)
-  (d / "results.json").write_text(json.dumps(results, indent=1))
+  write("results.json", json.dumps(results, indent=1))
   lines = []
   for check, rep in out["reports"].items():
     lines += TABLES[check](rep) + [""]
   lines.append("Wall time per check (s): " + ", ".join(
       f"{k} {v:.1f}" for k, v in out["seconds"].items()))
-  (d / "summary.md").write_text("\n".join(lines) + "\n")
+  write("summary.md", "\n".join(lines) + "\n")
   if cfg.figures:
     plots = {"thm53": theory.plot_theorem_5_3, "lemma_c2": theory.plot_lemma_c2,
              "thm54": theory.plot_theorem_5_4, "prop_a1": theory.plot_proposition_a1}
@@ -446,15 +475,33 @@ def save(cfg: TheoryConfig, out: dict) -> pathlib.Path:
   return d
 
 
+def check_out(cfg: TheoryConfig) -> None:
+  """The ``--out`` rules of every command (:func:`dnc_jax.runs.check_out`)."""
+  from dnc_jax import runs
+  runs.check_out(cfg.out, overwrite=cfg.overwrite, markers=RUN_FILES)
+
+
 def main(argv=None) -> int:
+  from dnc_jax import runs
   t0 = time.perf_counter()
-  try:
-    cfg = parse(argv)
-    out = run(cfg)
-    d = save(cfg, out)
-  except DncError as e:
-    print(f"theory: error: {e}", file=sys.stderr)
-    return 2
+
+  def on_first(signum):
+    print("\ntheory: stopping after the current check (nothing is written); interrupt again "
+          "to stop at once", file=sys.stderr)
+
+  with runs.deferred_interrupts(on_first=on_first):
+    try:
+      cfg = parse(argv)
+      check_out(cfg)   # before ~100 s of computing
+      out = run(cfg)
+      with runs.removed_if_left_empty(cfg.out):
+        d = save(cfg, out)
+    except DncError as e:
+      print(f"theory: error: {e}", file=sys.stderr)
+      return 2
+    except KeyboardInterrupt as e:
+      print("theory: interrupted; nothing was written", file=sys.stderr)
+      return getattr(e, "exit_code", 130)
   print((d / "summary.md").read_text())
   print(f"wrote {d}/results.json, summary.md{' and figures' if cfg.figures else ''} "
         f"in {time.perf_counter() - t0:.1f} s")

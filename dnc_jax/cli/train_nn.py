@@ -13,14 +13,23 @@ import json
 import pathlib
 import sys
 
+from dnc_jax.cli import HelpFormatter
 from dnc_jax.errors import ConfigError, DncError
 
 MODELS = ("mlp", "vgg11", "resnet18")
 # Options whose default depends on the model (Appendix D); None = "not given".
 PAPER_OPTIONS = ("lr", "momentum", "epochs", "init")
+# A directory holds a run once it has a checkpoint or metrics.json (without either there
+# is nothing to continue, so a new run may replace what a killed start left there).
+RUN_FILES = ("metrics.json",)
+OUTPUT_FILES = ("config.json", "history.jsonl", "metrics.json", "metrics.csv",
+                "nc1_decomposition.png", "training.png")
+# Relative fall of the training loss below which a run is still on its initial plateau.
+PLATEAU_FALL = 0.05
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from dnc_jax import data as data_lib
   p = argparse.ArgumentParser(
       prog="train_nn",
       description="Train the networks of Section 6 of 'Average gradient outer product as a "
@@ -31,12 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                   "of phi(X) V S^T, of the full layer and of the AGOP^1/2 projection (paper "
                   "convention tr Sigma_W / tr Sigma_B). Defaults for --lr, --momentum, "
                   "--epochs and --init follow the paper's Appendix D for the chosen model.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--model", default=None,
-                 help="(default mlp) mlp, vgg11 (features[:15] + 4x4 pooling) or resnet18 (fc removed); "
-                      "each followed by the MLP head")
-  p.add_argument("--dataset", default=None,
-                 help="(default fashion_mnist) digits, fashion_mnist, mnist, cifar10, svhn_cropped or synthetic")
+      formatter_class=HelpFormatter)
+  p.add_argument("--model", default=None, choices=MODELS,
+                 help="mlp, vgg11 (features[:15] + 4x4 pooling) or resnet18 (fc removed); each "
+                      "followed by the MLP head (default: mlp)")
+  p.add_argument("--dataset", default=None, choices=data_lib.DATASETS,
+                 help="dataset name; 'digits' is bundled and needs no download (default: "
+                      "fashion_mnist)")
   p.add_argument("--data-dir", default=None,
                  help="folder with raw files (IDX .gz, CIFAR-10 batches, SVHN .mat) or a "
                       "tensorflow-datasets data_dir")
@@ -68,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--x64", action="store_true", default=None, help="train in float64")
   p.add_argument("--out", default=None,
                  help="run directory (default: runs/<model>_<dataset>_s<seed>)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace a run already in --out (otherwise refused)")
   p.add_argument("--resume", default=None, metavar="DIR",
                  help="continue the run in DIR from its latest checkpoint, bit for bit; options "
                       "not given are taken from DIR/config.json, options given must match it "
@@ -77,10 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
-def parse(argv=None):
-  """``argv`` → ``(TrainConfig, out_dir, resume, plots)``; raises DncError on bad options."""
+def parse(argv=None, *, with_overwrite: bool = False):
+  """``argv`` → ``(TrainConfig, out_dir, resume, plots)`` (and ``overwrite`` if asked).
+
+  Raises DncError on bad options.
+  """
   from dnc_jax import train as train_lib
   args = build_parser().parse_args(argv)
+  if with_overwrite:
+    return (*parse(argv), bool(args.overwrite))
   given = {f.name: getattr(args, f.name) for f in dataclasses.fields(train_lib.TrainConfig)
            if hasattr(args, f.name) and getattr(args, f.name) is not None}
   given["progress"] = not args.no_progress
@@ -89,6 +106,8 @@ def parse(argv=None):
     if args.out is not None and pathlib.Path(args.out).resolve() != run_dir.resolve():
       raise ConfigError(f"--out {args.out} differs from --resume {args.resume}; a resumed run "
                         "continues in its own directory (drop --out)")
+    if args.overwrite:
+      raise ConfigError("--overwrite starts afresh and --resume continues; pass one of them")
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
       raise ConfigError(f"cannot resume: {cfg_path} not found; pass the --out directory of an "
@@ -123,31 +142,110 @@ def run(cfg, out, resume: bool, plots: bool):
   return result
 
 
-def _sigterm(signum, frame):
-  raise KeyboardInterrupt
+def latest_checkpoint(out) -> int | None:
+  """The epoch of the newest checkpoint in ``out`` (None when there is none)."""
+  from dnc_jax import train as train_lib
+  folder = pathlib.Path(out) / train_lib.CHECKPOINT_DIR
+  steps = [int(p.name) for p in folder.glob("*") if p.name.isdigit() and p.is_dir()] \
+      if folder.is_dir() else []
+  return max(steps, default=None)
+
+
+def check_out(out, *, resume: bool, overwrite: bool) -> None:
+  """The ``--out`` rules (:func:`dnc_jax.runs.check_out`); a run to resume needs a checkpoint."""
+  from dnc_jax import runs
+  runs.check_out(out, overwrite=overwrite, resume=resume, markers=RUN_FILES,
+                 resume_hint=f"--resume {out}")
+  if not (resume or overwrite) and latest_checkpoint(out) is not None:
+    raise ConfigError(f"{out} holds an interrupted run; continue it with --resume {out}, or "
+                      "pass --overwrite to start afresh")
+  if resume and latest_checkpoint(out) is None:
+    raise ConfigError(f"nothing to resume in {out}: no checkpoint was written (the run stopped "
+                      "before epoch 0 was measured); start it afresh with --overwrite")
+
+
+def clear_run(out) -> None:
+  """Removes the files of an earlier run in ``out`` (only those) before a new run."""
+  import shutil
+
+  from dnc_jax import runs
+  from dnc_jax import train as train_lib
+  runs.clear_run_files(pathlib.Path(out), OUTPUT_FILES)
+  shutil.rmtree(pathlib.Path(out) / train_lib.CHECKPOINT_DIR, ignore_errors=True)
+
+
+def plateau_note(history: list) -> str | None:
+  """A note when the training loss has not left its initial plateau (else None).
+
+  With a small initialisation (the paper's gains 0.2-0.3) the network's output
+  starts near 0, the MSE near 1, and the loss stays there for many epochs before
+  it falls: a short run ends on the plateau with chance accuracy.
+  """
+  losses = [r.get("train_loss") for r in history if r.get("train_loss") is not None]
+  if len(losses) < 2 or not losses[0] > 0:
+    return None
+  if losses[-1] < (1 - PLATEAU_FALL) * losses[0]:
+    return None
+  return (f"note: the training loss has not left its initial plateau ({losses[0]:.4g} at epoch "
+          f"{history[0]['epoch']}, {losses[-1]:.4g} at epoch {history[-1]['epoch']}): with the "
+          "paper's small init the loss stays near its starting value for many epochs (the paper "
+          "trains 500); continue with --resume DIR --epochs N, or try a larger --init "
+          "(docs/networks.md)")
+
+
+def interrupted_message(out) -> str:
+  """What an interrupted run prints: where it stopped and the command that continues it."""
+  if out is None:
+    return "train_nn: interrupted"
+  epoch = latest_checkpoint(out)
+  if epoch is None:
+    return ("train_nn: interrupted before the first checkpoint; nothing to resume. Run the same "
+            "command again (with --overwrite if it says the directory holds a run).")
+  return (f"train_nn: interrupted; epoch {epoch} is saved. Continue with:\n"
+          f"  bin/train_nn --resume {out}")
 
 
 def main(argv=None) -> int:
-  import signal
-  out = None
-  previous = signal.signal(signal.SIGTERM, _sigterm)
-  try:
-    cfg, out, resume, plots = parse(argv)
-    result = run(cfg, out, resume, plots)
-  except DncError as e:
-    print(f"train_nn: error: {e}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    where = out if out is not None else "OUT"
-    print(f"train_nn: interrupted; the last measurement's checkpoint is kept. Continue with:\n"
-          f"  bin/train_nn --resume {where}", file=sys.stderr)
-    return 130
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+  from dnc_jax import runs
+  from dnc_jax import train as train_lib
+  state = {"out": None}
+
+  def on_second(signum):
+    print(interrupted_message(state["out"]), file=sys.stderr)
+
+  def on_first(signum):
+    print("\ntrain_nn: stopping after the current epoch (it is then saved); interrupt "
+          "again to stop at once", file=sys.stderr)
+
+  with runs.deferred_interrupts(on_second, on_first=on_first):
+    try:
+      cfg, out, resume, plots, overwrite = parse(argv, with_overwrite=True)
+      check_out(out, resume=resume, overwrite=overwrite)
+      state["out"] = out
+      with runs.removed_if_left_empty(out):
+        if not resume:   # what a replaced or killed earlier start left there
+          clear_run(out)
+        try:
+          result = run(cfg, out, resume, plots)
+        except DncError as e:
+          # A new run that failed before its first checkpoint leaves nothing behind.
+          if (not resume and not isinstance(e, train_lib.DivergenceError)
+              and latest_checkpoint(out) is None):
+            clear_run(out)
+          raise
+    except DncError as e:
+      print(f"train_nn: error: {e}", file=sys.stderr)
+      return 2
+    except KeyboardInterrupt as e:
+      print(interrupted_message(state["out"]), file=sys.stderr)
+      return getattr(e, "exit_code", 130)
   last = result.history[-1]
   probed = [r for r in result.history if "layers" in r]
   nfa = ", ".join(f"{r['nfa']['sqrt_agop']:.3f}" for r in probed[-1]["layers"]) if probed else "-"
   print(f"wrote {out}: epoch {last['epoch']}, train loss {last['train_loss']:.4g}, "
         f"test acc {last.get('test_acc', float('nan')):.4f}; NFA (Pearson of W^T W with "
         f"AGOP^1/2) per layer: {nfa}")
+  note = plateau_note(result.history)
+  if note:
+    print(note.replace("DIR", str(out)))
   return 0
