@@ -309,6 +309,58 @@ def probe_head(hp: dict, h1: jax.Array, labels, *, num_classes: int,
   return [{"layer": l, **by_layer[l]} for l in layers]
 
 
+@functools.partial(jax.jit, static_argnames=("draws",))
+def nfa_baseline(a: jax.Array, b: jax.Array, *, key: jax.Array, draws: int = 20) -> jax.Array:
+  r"""NFA correlations of two symmetric matrices with their eigenvectors made random.
+
+  Each draw keeps the spectra of ``a`` and ``b`` ``[d, d]`` and replaces their
+  eigenvectors by independent Haar-random orthogonal matrices:
+  :math:`\mathrm{corr}(Q_1 \Lambda_a Q_1^\top, Q_2 \Lambda_b Q_2^\top)` (Pearson of the
+  entries, as :func:`dnc_jax.metrics.nfa_correlation`). Two matrices dominated
+  by their diagonals (as :math:`W^\top W` and :math:`G^{1/2}` are at small
+  initialisation) correlate strongly under this baseline, which a chance level
+  computed from i.i.d. entries misses.
+
+  Args:
+    a, b: ``[d, d]`` symmetric.
+    key: PRNG key.
+    draws: number of random rotations (static).
+
+  Returns:
+    ``[draws]`` correlations.
+  """
+  la = jnp.linalg.eigvalsh(0.5 * (a + a.T))
+  lb = jnp.linalg.eigvalsh(0.5 * (b + b.T))
+  d = a.shape[0]
+
+  def haar(k):
+    q, r = jnp.linalg.qr(jax.random.normal(k, (d, d), a.dtype))
+    return q * jnp.sign(jnp.diagonal(r))     # sign fix: Haar, not QR-biased
+
+  def one(k):
+    k1, k2 = jax.random.split(k)
+    q1, q2 = haar(k1), haar(k2)
+    ra = jnp.matmul(q1 * la, q1.T, precision=HIGHEST)
+    rb = jnp.matmul(q2 * lb, q2.T, precision=HIGHEST)
+    return metrics_lib.nfa_correlation(ra, rb)
+
+  return jax.lax.map(one, jax.random.split(key, draws))
+
+
+def layer_matrices(hp: dict, h1: jax.Array, *, batch_size: int | None = None) -> list[tuple]:
+  """``(Wᵀ W, G^{1/2})`` ``[d_l, d_l]`` of every hidden layer (for :func:`nfa_baseline`)."""
+  kernels = _head_kernels(hp)
+  k = nets.readout_weight(hp).shape[0]
+  bs = batch_size or default_probe_batch_size(h1.shape[0], k, [kk.shape[1] for kk in kernels])
+  grams = jax.jit(preactivation_grams, static_argnames=("batch_size",))(hp, h1, batch_size=int(bs))
+  out = []
+  for kern, gram in zip(kernels, grams):
+    g = jnp.matmul(jnp.matmul(kern, gram / h1.shape[0], precision=HIGHEST), kern.T,
+                   precision=HIGHEST)
+    out.append((jnp.matmul(kern, kern.T, precision=HIGHEST), metrics_lib.psd_sqrt(0.5 * (g + g.T))))
+  return out
+
+
 def nc1_shares(record: dict) -> dict:
   """Log-scale split of a layer's NC1 reduction between ``S Vᵀ`` and the ReLU (with ``U``).
 

@@ -184,3 +184,25 @@ def test_probe_compiles_once_per_shape(key, monkeypatch):
   for i in range(3):
     hp = _head(jax.random.key(i), 4, k=2, depth=2, width=5)
     probes.probe_head(hp, x, y, num_classes=2)
+
+
+def test_nfa_baseline_against_numpy_monte_carlo(x64, key):
+  """Mean of the random-eigenvector baseline agrees with an independent NumPy draw set."""
+  rng = np.random.default_rng(0)
+  d = 12
+  a = np.diag(np.linspace(1.0, 3.0, d)) + 0.1 * np.ones((d, d))
+  b = np.diag(np.linspace(0.5, 1.0, d)) ** 2
+  got = np.asarray(probes.nfa_baseline(jnp.asarray(a), jnp.asarray(b), key=key, draws=400))
+  la, lb = np.linalg.eigvalsh(a), np.linalg.eigvalsh(b)
+  ref = []
+  for _ in range(400):
+    q1, r1 = np.linalg.qr(rng.standard_normal((d, d)))
+    q2, r2 = np.linalg.qr(rng.standard_normal((d, d)))
+    q1, q2 = q1 * np.sign(np.diag(r1)), q2 * np.sign(np.diag(r2))
+    ref.append(np.corrcoef(((q1 * la) @ q1.T).ravel(), ((q2 * lb) @ q2.T).ravel())[0, 1])
+  ref = np.asarray(ref)
+  se = np.hypot(got.std() / np.sqrt(len(got)), ref.std() / np.sqrt(len(ref)))
+  assert abs(got.mean() - ref.mean()) < 4 * se
+  assert got.std() == pytest.approx(ref.std(), rel=0.2)
+  # Diagonal-heavy spectra keep a large correlation whatever the eigenvectors.
+  assert got.mean() > 0.3
