@@ -2,7 +2,9 @@
 # The paper's network runs on a CPU (Section 6, Appendix D), resumable: run it
 # again after an interruption and every run continues from its last checkpoint.
 #
-#   nohup bash bench/paper_networks.sh > runs/paper_networks.log 2>&1 &
+#   for lane in 1 2 3; do
+#     nohup bash bench/paper_networks.sh > runs/paper_networks.$lane.log 2>&1 &
+#   done
 #
 # MLP 5 x 512 (no biases, MSE on +-1 targets, SGD batch 128, lr 0.05, init 0.2 on
 # MNIST / 0.3 otherwise) to 500 epochs, probes every 10 epochs, seeds 0-2, on
@@ -17,50 +19,56 @@ PY=${PY:-.venv/bin/python}
 ROOT=${ROOT:-runs/paper}
 mkdir -p "$ROOT"
 
-train() {  # name, then train_nn options
-  local name=$1; shift
-  local dir="$ROOT/$name"
-  if [ -f "$dir/metrics.json" ] && [ -z "${EPOCHS_OVERRIDE:-}" ]; then
-    echo "== $name: done"; return 0
-  fi
-  if [ -f "$dir/config.json" ]; then
-    echo "== $name: resuming $(date +%T)"
-    $PY bin/train_nn --resume "$dir" --no-progress --no-plots ${EPOCHS_OVERRIDE:+--epochs $EPOCHS_OVERRIDE}
-  else
-    echo "== $name: starting $(date +%T)"
-    $PY bin/train_nn --out "$dir" --no-progress --no-plots "$@"
-  fi
-}
+# Several copies of this script may run at once (one per core or so): each
+# takes the next job whose lock it can create and skips finished ones.
+claim() { mkdir "$ROOT/$1.lock" 2>/dev/null; }
+release() { rmdir "$ROOT/$1.lock" 2>/dev/null || true; }
 
-train_acc() {  # last train accuracy of a run
-  $PY -c "import json,sys; print(json.load(open(sys.argv[1]))['summary']['train_acc'])" \
+epochs_done() {
+  $PY -c "import json,sys; print(json.load(open(sys.argv[1]))['summary']['epoch'])" \
     "$ROOT/$1/metrics.json" 2>/dev/null || echo 0
 }
 
-to_terminal_phase() {  # continue a run until train accuracy >= 0.99 or 2,000 epochs
-  local name=$1
-  for e in 1000 1500 2000; do
-    local acc; acc=$(train_acc "$name")
-    if $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.99 else 1)" "$acc"; then
-      echo "== $name: train accuracy $acc >= 0.99"; return 0
-    fi
-    local done_epochs
-    done_epochs=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['summary']['epoch'])" "$ROOT/$name/metrics.json")
-    if [ "$done_epochs" -ge "$e" ]; then continue; fi
-    EPOCHS_OVERRIDE=$e train "$name"
+reached() {  # train accuracy >= 0.99 in the run's metrics.json
+  $PY -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))['summary']['train_acc'] >= 0.99 else 1)" \
+    "$ROOT/$1/metrics.json" 2>/dev/null
+}
+
+step() {  # name, target epochs, options of a new run
+  local name=$1 target=$2; shift 2
+  local dir="$ROOT/$name"
+  if [ -f "$dir/metrics.json" ] && [ "$(epochs_done "$name")" -ge "$target" ]; then return 0; fi
+  if [ -f "$dir/config.json" ]; then
+    echo "== $name: to epoch $target, resuming $(date +%T)"
+    $PY bin/train_nn --resume "$dir" --epochs "$target" --no-progress --no-plots
+  else
+    echo "== $name: to epoch $target, starting $(date +%T)"
+    $PY bin/train_nn --out "$dir" --epochs "$target" --no-progress --no-plots "$@"
+  fi
+}
+
+job() {  # name, max epochs, options: 500 epochs, then +500 until train acc >= 0.99 or max
+  local name=$1 max=$2; shift 2
+  claim "$name" || return 0
+  local target=500
+  [ "$max" -lt 500 ] && target=$max
+  while :; do
+    step "$name" "$target" "$@" || { echo "== $name: failed"; release "$name"; return 1; }
+    if reached "$name"; then echo "== $name: train accuracy >= 0.99 at epoch $(epochs_done "$name")"; break; fi
+    [ "$target" -ge "$max" ] && { echo "== $name: train accuracy < 0.99 at epoch $target"; break; }
+    target=$((target + 500))
   done
+  release "$name"
 }
 
 for s in 0 1 2; do
-  train "mlp_mnist5k_s$s" --model mlp --dataset mnist5k --seed $s
+  job "mlp_mnist5k_s$s" 2000 --model mlp --dataset mnist5k --seed $s
 done
 for m in vgg11 resnet18; do
-  train "${m}_fm1000_s0" --model $m --dataset fashion_mnist --n 1000 --n-test 1000 \
-    --epochs 30 --measure-every 5 --seed 0
+  job "${m}_fm1000_s0" 30 --model $m --dataset fashion_mnist --n 1000 --n-test 1000 \
+    --measure-every 5 --seed 0
 done
 for s in 0 1 2; do
-  train "mlp_fm10k_s$s" --model mlp --dataset fashion_mnist --n 10000 --n-test 2000 --seed $s
+  job "mlp_fm10k_s$s" 2000 --model mlp --dataset fashion_mnist --n 10000 --n-test 2000 --seed $s
 done
-for s in 0 1 2; do to_terminal_phase "mlp_mnist5k_s$s"; done
-for s in 0 1 2; do to_terminal_phase "mlp_fm10k_s$s"; done
-echo "== all done $(date +%T)"
+echo "== lane done $(date +%T)"

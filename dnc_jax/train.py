@@ -573,3 +573,65 @@ def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None)
     atomic_write_text(out / "metrics.json", json.dumps(_jsonable(summary), indent=2) + "\n")
     atomic_write_text(out / "metrics.csv", metrics_csv(history))
   return TrainResult(state, history, model, None if out is None else str(out))
+
+
+# ------------------------------------------------------------------ saved runs
+
+
+def probe_saved(run_dir, *, epoch: int | None = None, baseline_draws: int = 20,
+                baseline_seed: int = 0) -> dict:
+  """Probes a saved run at ``epoch`` again, adding the NFA baseline of random eigenvectors.
+
+  Epoch 0 is rebuilt from the seed (initialisation is deterministic); other
+  epochs are read from the run's checkpoints (the latest when ``epoch`` is
+  None). Each layer record gets ``nfa_baseline``: mean and sd over
+  ``baseline_draws`` draws of :func:`dnc_jax.probes.nfa_baseline` applied to
+  ``WᵀW`` and ``G^{1/2}``.
+
+  Returns:
+    ``{"epoch": e, "layers": [...], "baseline": {...}}`` in the ``history.jsonl``
+    record format.
+  """
+  out = pathlib.Path(run_dir)
+  cfg_path = out / "config.json"
+  if not cfg_path.exists():
+    raise ConfigError(f"{out} has no config.json; pass the --out directory of a train_nn run")
+  stored = json.loads(cfg_path.read_text())["config"]
+  cfg = TrainConfig(**{k: v for k, v in stored.items()
+                       if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+  ds = _load_data(cfg)
+  dtype = jnp.float64 if cfg.x64 else jnp.float32
+  k = int(ds.num_classes)
+  shape = tuple(int(s) for s in ds.image_shape)
+  x_train = jnp.asarray(np.asarray(ds.x_train).reshape((-1,) + shape), dtype)
+  y_lab = np.asarray(ds.y_train).astype(np.int32)
+  n = x_train.shape[0]
+  model = nets.make_model(cfg.model, num_classes=k, depth=cfg.depth, width=cfg.width,
+                          init_gain=cfg.init, param_dtype=dtype)
+  init_key, _, probe_key = jax.random.split(jax.random.key(cfg.seed), 3)
+  state = init_state(model, make_optimizer(cfg), init_key, x_train[:2], dtype)
+  if epoch != 0:
+    manager = _manager(out)
+    try:
+      state = restore_checkpoint(manager, state, epoch)
+    finally:
+      manager.close()
+  if cfg.probe_n is not None and cfg.probe_n < n:
+    probe_idx = np.sort(np.asarray(jax.random.permutation(probe_key, n))[:cfg.probe_n])
+  else:
+    probe_idx = np.arange(n)
+  v = _variables(state.params, state.batch_stats)
+  emb = jax.jit(lambda v, xb: nets.embed(model, v, xb))
+  h1 = batched_apply(lambda xb: emb(v, xb), x_train[probe_idx], 1024)
+  hp = nets.head_params(v)
+  layers = probes_lib.probe_head(hp, h1, y_lab[probe_idx], num_classes=k,
+                                 batch_size=cfg.probe_batch_size, global_mean=cfg.global_mean)
+  bkey = jax.random.key(baseline_seed)
+  for rec, (nfm, sqrt_g) in zip(layers, probes_lib.layer_matrices(hp, h1)):
+    draws = np.asarray(probes_lib.nfa_baseline(nfm, sqrt_g, key=jax.random.fold_in(bkey, rec["layer"]),
+                                               draws=baseline_draws), np.float64)
+    rec["nfa_baseline"] = {"mean": float(draws.mean()), "sd": float(draws.std(ddof=1)),
+                           "draws": int(baseline_draws)}
+  return {"epoch": int(state.epoch), "layers": layers,
+          "baseline": "corr(Q1 L_a Q1^T, Q2 L_b Q2^T): spectra of W^T W and AGOP^1/2 kept, "
+                      "eigenvectors Haar-random; mean and sd (ddof 1) over draws"}
