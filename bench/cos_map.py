@@ -13,7 +13,9 @@ convention, tr Σ_W / tr Σ_B) of
 * ``rff γ, D``: the random cos features :math:`\sqrt{2/D}\cos(\tilde X W^\top + b)`,
   ``W ~ Cauchy(0, γ)``, for the widths ``--widths``;
 
-for every γ of ``--gammas``, plus the median of :math:`γ\|\tilde x - \tilde y\|_1`
+for every γ of ``--gammas``; ``kernel_rownorm γ``: the exact map applied to
+:math:`\tilde X_l` with rows rescaled to unit ℓ2 norm (the scale of
+:math:`X M^{1/2}` removed before the map); plus the median of :math:`γ\|\tilde x - \tilde y\|_1`
 over pairs of one class and of different classes (the kernel's operating range).
 Usage::
 
@@ -95,15 +97,18 @@ def main(argv=None) -> int:
     xa = np.asarray(jnp.matmul(drfm.normalise_rows(x), metrics_lib.psd_sqrt(out.m),
                                precision=jax.lax.Precision.HIGHEST), np.float64)
     l1 = cdist(xa, xa, "cityblock")
+    xn = xa / np.linalg.norm(xa, axis=1, keepdims=True)
+    l1n = cdist(xn, xn, "cityblock")
     rec = {"layer": layer, "nc1_input": float(out.metrics["input"]["nc1"]),
            "nc1_agop": nc1_rows(xa, labels, k),
            "nc1_features_run": float(out.metrics["features"]["nc1"]),
            "l1_within_median": float(np.median(l1[same & off])),
            "l1_across_median": float(np.median(l1[~same])),
            "row_norm_median": float(np.median(np.linalg.norm(xa, axis=1))),
-           "kernel": {}, "rff": {}}
+           "kernel": {}, "kernel_rownorm": {}, "rff": {}}
     for g in gammas:
       rec["kernel"][str(g)] = kernel_nc1(np.exp(-g * l1), labels, k)
+      rec["kernel_rownorm"][str(g)] = kernel_nc1(np.exp(-g * l1n), labels, k)
       for w in widths:
         prm = features.init_features(jax.random.fold_in(jax.random.key(1000 + args.seed), layer),
                                      "cos", xa.shape[1], w, sigma=g)

@@ -93,3 +93,28 @@ def test_tables_quote_what_bin_figures_computes():
   # and the formatting of one cell against NumPy directly
   v = np.array([r["metrics"]["layers"][4]["nc1"]["agop"] for r in runs])
   assert rows[4].split("|")[3].strip() == report.mean_sd(v)
+
+
+def test_agop_gram_picture_is_x_times_sqrt_m():
+  """The recorded Gram picture of X̃_1 = X_1 M_1^½, rebuilt in float64 NumPy from M_1."""
+  import importlib
+
+  import jax
+  drfm = importlib.import_module("dnc_jax.deep_rfm")
+  rng = np.random.default_rng(0)
+  k, per, d = 3, 8, 6
+  labels = np.repeat(np.arange(k), per)
+  x = (rng.normal(size=(k, d))[labels] + 0.5 * rng.normal(size=(k * per, d))).astype(np.float32)
+  cfg = drfm.preset_config("reference", depth=1, width=16, keep_m=True, gram_layers=(1,),
+                           gram_per_class=5)
+  res = drfm.deep_rfm(x, labels, cfg, key=jax.random.key(0))
+  g, gl = res.grams_agop[1]
+  x64 = x.astype(np.float64)
+  x64 /= np.linalg.norm(x64, axis=1, keepdims=True)
+  w, v = np.linalg.eigh(np.asarray(res.ms[0], np.float64))
+  xa = x64 @ (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+  xa -= xa.mean(0)                                   # centred by the mean of all rows
+  pick = np.concatenate([np.flatnonzero(labels == c)[:5] for c in range(k)])
+  xs = xa[pick] / np.linalg.norm(xa[pick], axis=1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(g), xs @ xs.T, atol=2e-4)
+  np.testing.assert_array_equal(gl, labels[pick])
