@@ -180,8 +180,8 @@ def agop_error(layer: int, config: DeepRFMConfig, dtype) -> AgopError:
   The AGOP scales as :math:`(\alpha / L)^2` with the KRR weights
   :math:`\alpha \propto 1/\mu` for a large ridge :math:`\mu`, and it vanishes
   when the kernel between distinct rows underflows (a tiny bandwidth ``L``):
-  on digits it becomes exactly 0 in float32 for ``L ≲ 0.002``, ``L ≳ 1e23``
-  or ``μ ≳ 1e21``, in float64 for ``L ≲ 3e-4``, ``L ≳ 1e158`` or ``μ ≳ 1e150``
+  on digits it becomes exactly 0 in float32 for ``L ≤ 0.002``, ``L ≥ 1e24``
+  or ``μ ≥ 1e21``, in float64 for ``L ≤ 3e-4``, ``L ≥ 1e159`` or ``μ ≥ 1e157``
   (docs/numerics.md).
   """
   name = np.dtype(dtype).name

@@ -285,7 +285,10 @@ def test_plateau_note():
   note = nn_cli.plateau_note(flat)
   assert "has not left its initial plateau" in note and "500" in note
   assert nn_cli.plateau_note([{"epoch": 0, "train_loss": 1.0},
-                              {"epoch": 20, "train_loss": 0.5}]) is None
+                              {"epoch": 20, "train_loss": 0.5, "train_acc": 0.8}], 10) is None
+  # The class-prior plateau: the loss fell to 4(K-1)/K² but accuracy is at chance.
+  prior = [{"epoch": 0, "train_loss": 1.0}, {"epoch": 100, "train_loss": 0.36, "train_acc": 0.12}]
+  assert "near chance (1/10)" in nn_cli.plateau_note(prior, 10)
 
 
 # ----------------------------------------------------------------------------- figures

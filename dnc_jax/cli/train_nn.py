@@ -174,23 +174,30 @@ def clear_run(out) -> None:
   shutil.rmtree(pathlib.Path(out) / train_lib.CHECKPOINT_DIR, ignore_errors=True)
 
 
-def plateau_note(history: list) -> str | None:
-  """A note when the training loss has not left its initial plateau (else None).
+def plateau_note(history: list, num_classes: int | None = None) -> str | None:
+  """A note when training has not left its early plateaus (else None).
 
-  With a small initialisation (the paper's gains 0.2-0.3) the network's output
-  starts near 0, the MSE near 1, and the loss stays there for many epochs before
-  it falls: a short run ends on the plateau with chance accuracy.
+  With a small initialisation (the paper's gains 0.2-0.3) the outputs start near
+  0 and the MSE near 1, where it stays for many epochs; it then drops to the
+  class-prior level (``4(K-1)/K²``, 0.36 for 10 balanced classes) with
+  accuracy still at chance. A short run ends on one of these plateaus.
   """
   losses = [r.get("train_loss") for r in history if r.get("train_loss") is not None]
   if len(losses) < 2 or not losses[0] > 0:
     return None
+  last = history[-1]
+  acc = last.get("train_acc")
   if losses[-1] < (1 - PLATEAU_FALL) * losses[0]:
-    return None
-  return (f"note: the training loss has not left its initial plateau ({losses[0]:.4g} at epoch "
-          f"{history[0]['epoch']}, {losses[-1]:.4g} at epoch {history[-1]['epoch']}): with the "
-          "paper's small init the loss stays near its starting value for many epochs (the paper "
-          "trains 500); continue with --resume DIR --epochs N, or try a larger --init "
-          "(docs/networks.md)")
+    if not (num_classes and acc is not None and acc <= 2.0 / num_classes):
+      return None
+    where = (f"training accuracy {acc:.3f} is still near chance (1/{num_classes}) at epoch "
+             f"{last['epoch']}, train loss {losses[-1]:.4f}")
+  else:
+    where = (f"the training loss has not left its initial plateau ({losses[0]:.4f} at epoch "
+             f"{history[0]['epoch']}, {losses[-1]:.4f} at epoch {last['epoch']})")
+  return (f"note: {where}: with the paper's small init the loss stays near its starting value, "
+          "then near the class-prior level, for many epochs (the paper trains 500); continue "
+          "with --resume DIR --epochs N, or try a larger --init (docs/networks.md)")
 
 
 def interrupted_message(out) -> str:
@@ -245,7 +252,7 @@ def main(argv=None) -> int:
   print(f"wrote {out}: epoch {last['epoch']}, train loss {last['train_loss']:.4g}, "
         f"test acc {last.get('test_acc', float('nan')):.4f}; NFA (Pearson of W^T W with "
         f"AGOP^1/2) per layer: {nfa}")
-  note = plateau_note(result.history)
+  note = plateau_note(result.history, getattr(result.model, "num_classes", None))
   if note:
     print(note.replace("DIR", str(out)))
   return 0
