@@ -183,15 +183,66 @@ def preactivation_grams(hp: dict, h1: jax.Array, *, batch_size: int) -> list[jax
   return grams
 
 
+def _factor_stats(f: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+  r"""Pearson correlation of the entries and cosine of :math:`X = FF^\top`, :math:`Y = HH^\top`.
+
+  ``f`` ``[d, r]``, ``h`` ``[d, s]``; only ``[r, s]``-sized products, never ``[d, d]``:
+  :math:`\langle X, Y\rangle = \|F^\top H\|_F^2`, :math:`\mathbf 1^\top X \mathbf 1 =
+  \|F^\top \mathbf 1\|^2`, :math:`\|X\|_F^2 = \|F^\top F\|_F^2`.
+  """
+  d2 = f.shape[0] ** 2
+  mm = lambda a, b: jnp.matmul(a, b, precision=HIGHEST)  # noqa: E731
+  xy = jnp.sum(jnp.square(mm(f.T, h)))
+  xx = jnp.sum(jnp.square(mm(f.T, f)))
+  yy = jnp.sum(jnp.square(mm(h.T, h)))
+  sx = jnp.sum(jnp.square(jnp.sum(f, axis=0)))
+  sy = jnp.sum(jnp.square(jnp.sum(h, axis=0)))
+  pearson = (xy - sx * sy / d2) / jnp.sqrt((xx - sx * sx / d2) * (yy - sy * sy / d2))
+  return pearson, xy / jnp.sqrt(xx * yy)
+
+
+def _low_rank_factors(kern: jax.Array, gram: jax.Array):
+  r"""Factors ``[d, m]`` of :math:`G = W^\top G' W` and of :math:`G^{1/2}` (for ``d > m``).
+
+  With :math:`G' = C C^\top` (``eigh``), :math:`G = BB^\top`, :math:`B = W^\top C`; with
+  :math:`B^\top B = V S V^\top`, :math:`G^{1/2} = B (B^\top B)^{+1/2} B^\top = PP^\top`,
+  :math:`P = B V S^{-1/4}` (columns with :math:`S = 0` dropped). Two ``[m, m]``
+  eigendecompositions instead of one ``[d, d]``; the column of ``P`` for
+  eigenvalue ``s`` has norm :math:`s^{1/4}`, so round-off stays at ``eps ‖B‖``.
+
+  Returns:
+    ``b`` ``[d, m]``, ``p`` ``[d, m]`` and the eigenvalues ``s`` ``[m]`` of ``BᵀB``.
+  """
+  lam, q = jnp.linalg.eigh(0.5 * (gram + gram.T))
+  b = jnp.matmul(kern, q * jnp.sqrt(jnp.maximum(lam, 0.0)), precision=HIGHEST)
+  s, v = jnp.linalg.eigh(jnp.matmul(b.T, b, precision=HIGHEST))
+  cut = jnp.max(s) * s.shape[0] * jnp.finfo(s.dtype).eps
+  inv4 = jnp.where(s > cut, jnp.where(s > cut, s, 1.0) ** -0.25, 0.0)
+  p = jnp.matmul(b, v, precision=HIGHEST) * inv4
+  return b, p, s
+
+
+def _layer_nfa(kern: jax.Array, gram: jax.Array) -> dict:
+  """NFA correlations of one layer from ``kern`` ``[d, m]`` and ``gram`` (``G'``, ``[m, m]``)."""
+  d, m = kern.shape
+  if d > m:   # WᵀW, G and G^{1/2} have rank ≤ m: work with [d, m] factors.
+    b, p, _ = _low_rank_factors(kern, gram)
+    sq_pearson, sq_cos = _factor_stats(kern, p)
+    g_pearson, _ = _factor_stats(kern, b)
+    return {"sqrt_agop": sq_pearson, "agop": g_pearson, "cosine_sqrt_agop": sq_cos}
+  g = jnp.matmul(jnp.matmul(kern, gram, precision=HIGHEST), kern.T, precision=HIGHEST)
+  g = 0.5 * (g + g.T)
+  nfm = jnp.matmul(kern, kern.T, precision=HIGHEST)              # WᵀW, [d, d]
+  evals, evecs = jnp.linalg.eigh(g)
+  sqrt_g = jnp.matmul(evecs * jnp.sqrt(jnp.maximum(evals, 0.0)), evecs.T, precision=HIGHEST)
+  return {"sqrt_agop": metrics_lib.nfa_correlation(nfm, sqrt_g),
+          "agop": metrics_lib.nfa_correlation(nfm, g),
+          "cosine_sqrt_agop": metrics_lib.cosine_similarity(nfm, sqrt_g)}
+
+
 def _layer_record(kern, gram, h, z, labels, num_classes, global_mean):
   """Probes of one layer from its input ``h [n, d]``, pre-activation ``z [n, m]`` and
   ``gram`` :math:`\\frac1n\\sum_i B_iᵀB_i` ``[m, m]``."""
-  g = jnp.matmul(jnp.matmul(kern, gram, precision=HIGHEST), kern.T, precision=HIGHEST)
-  g = 0.5 * (g + g.T)
-  nfm = jnp.matmul(kern, kern.T, precision=HIGHEST)              # W^T W, [d, d]
-  evals, evecs = jnp.linalg.eigh(g)
-  s_a = jnp.sqrt(jnp.maximum(evals, 0.0))
-  sqrt_g = jnp.matmul(evecs * s_a, evecs.T, precision=HIGHEST)
   out = jax.nn.relu(z)
   m_in = _metrics(h, labels, num_classes, global_mean)
   # NC1 of h V Sᵀ equals NC1 of z = h Wᵀ = h V Sᵀ Uᵀ: U has orthonormal columns,
@@ -206,9 +257,7 @@ def _layer_record(kern, gram, h, z, labels, num_classes, global_mean):
   tr_w = jnp.sum(jnp.matmul(wz, gram, precision=HIGHEST) * wz) / z.shape[0]
   tr_b = jnp.sum(jnp.matmul(cz, gram, precision=HIGHEST) * cz) / cz.shape[0]
   return {
-      "nfa": {"sqrt_agop": metrics_lib.nfa_correlation(nfm, sqrt_g),
-              "agop": metrics_lib.nfa_correlation(nfm, g),
-              "cosine_sqrt_agop": metrics_lib.cosine_similarity(nfm, sqrt_g)},
+      "nfa": _layer_nfa(kern, gram),
       "nc1": {"input": m_in["nc1"], "right_singular": m_right["nc1"],
               "full_layer": m_out["nc1"], "agop_projection": tr_w / tr_b},
       "tr_w_over_t": m_out["tr_w_over_t"], "tr_b_over_t": m_out["tr_b_over_t"],
@@ -263,8 +312,11 @@ def probe_flops(n: int, dims: Sequence[int], num_classes: int) -> float:
   fwd = 2 * n * sum(a * b for a, b in zip(d_in, ms))
   rev = n * k * sum(a * b for a, b in zip(ms[:-1], ms[1:]))
   gram = 0.75 * n * (k * sum(m * m for m in ms[:-1]) + ms[-1] ** 2)
-  per_layer = sum(2 * d * m * m + d * d * m + 11 * d ** 3 / 2 + n * m * m
-                  for d, m in zip(d_in, ms))
+  def nfa(d, m):
+    if d > m:   # two [m, m] eigh, four [d, m] x [m, m] products, three factor Grams
+      return 9 * m ** 3 + 7 * d * m * m
+    return 2 * d * m * m + 2 * d * d * m + 11 * d ** 3 / 2   # W G' Wᵀ, WᵀW, eigh, G^1/2
+  per_layer = sum(nfa(d, m) + n * m * m for d, m in zip(d_in, ms))
   return 2.0 * (fwd + rev + gram + per_layer)
 
 
@@ -309,56 +361,69 @@ def probe_head(hp: dict, h1: jax.Array, labels, *, num_classes: int,
   return [{"layer": l, **by_layer[l]} for l in layers]
 
 
-@functools.partial(jax.jit, static_argnames=("draws",))
-def nfa_baseline(a: jax.Array, b: jax.Array, *, key: jax.Array, draws: int = 20) -> jax.Array:
-  r"""NFA correlations of two symmetric matrices with their eigenvectors made random.
+@functools.partial(jax.jit, static_argnames=("dim", "draws"))
+def nfa_baseline(spec_a: jax.Array, spec_b: jax.Array, *, dim: int, key: jax.Array,
+                 draws: int = 20) -> jax.Array:
+  r"""NFA correlations of two PSD matrices with their eigenvectors made random.
 
-  Each draw keeps the spectra of ``a`` and ``b`` ``[d, d]`` and replaces their
-  eigenvectors by independent Haar-random orthogonal matrices:
-  :math:`\mathrm{corr}(Q_1 \Lambda_a Q_1^\top, Q_2 \Lambda_b Q_2^\top)` (Pearson of the
-  entries, as :func:`dnc_jax.metrics.nfa_correlation`). Two matrices dominated
-  by their diagonals (as :math:`W^\top W` and :math:`G^{1/2}` are at small
-  initialisation) correlate strongly under this baseline, which a chance level
-  computed from i.i.d. entries misses.
+  Each draw keeps the spectra of the two ``[d, d]`` matrices (their non-zero
+  eigenvalues ``spec_a`` ``[r_a]`` and ``spec_b`` ``[r_b]``, ``r ≤ d``) and draws
+  independent Haar-random orthonormal eigenvectors ``U_a`` ``[d, r_a]``, ``U_b``:
+  :math:`\mathrm{corr}(U_a \Lambda_a U_a^\top, U_b \Lambda_b U_b^\top)` (Pearson of the
+  entries, as :func:`dnc_jax.metrics.nfa_correlation`, computed from ``[r_a, r_b]``
+  products). Two matrices dominated by their diagonals (as :math:`W^\top W` and
+  :math:`G^{1/2}` are at small initialisation) correlate strongly under this
+  baseline, which a chance level computed from i.i.d. entries misses.
 
   Args:
-    a, b: ``[d, d]`` symmetric.
+    spec_a, spec_b: non-negative eigenvalues.
+    dim: ``d`` (static).
     key: PRNG key.
-    draws: number of random rotations (static).
+    draws: number of random draws (static).
 
   Returns:
     ``[draws]`` correlations.
   """
-  la = jnp.linalg.eigvalsh(0.5 * (a + a.T))
-  lb = jnp.linalg.eigvalsh(0.5 * (b + b.T))
-  d = a.shape[0]
+  dt = spec_a.dtype
 
-  def haar(k):
-    q, r = jnp.linalg.qr(jax.random.normal(k, (d, d), a.dtype))
-    return q * jnp.sign(jnp.diagonal(r))     # sign fix: Haar, not QR-biased
+  def frame(k, r):
+    q, rr = jnp.linalg.qr(jax.random.normal(k, (dim, r), dt))
+    return q * jnp.where(jnp.diagonal(rr) < 0, -1.0, 1.0).astype(dt)   # Haar, not QR-biased
 
   def one(k):
     k1, k2 = jax.random.split(k)
-    q1, q2 = haar(k1), haar(k2)
-    ra = jnp.matmul(q1 * la, q1.T, precision=HIGHEST)
-    rb = jnp.matmul(q2 * lb, q2.T, precision=HIGHEST)
-    return metrics_lib.nfa_correlation(ra, rb)
+    fa = frame(k1, spec_a.shape[0]) * jnp.sqrt(jnp.maximum(spec_a, 0.0))
+    fb = frame(k2, spec_b.shape[0]) * jnp.sqrt(jnp.maximum(spec_b, 0.0))
+    return _factor_stats(fa, fb)[0]
 
   return jax.lax.map(one, jax.random.split(key, draws))
 
 
-def layer_matrices(hp: dict, h1: jax.Array, *, batch_size: int | None = None) -> list[tuple]:
-  """``(Wᵀ W, G^{1/2})`` ``[d_l, d_l]`` of every hidden layer (for :func:`nfa_baseline`)."""
+@jax.jit
+def _layer_spectra(kern, gram):
+  d, m = kern.shape
+  if d > m:
+    _, _, s = _low_rank_factors(kern, gram)
+    return (jnp.linalg.eigvalsh(jnp.matmul(kern.T, kern, precision=HIGHEST)),
+            jnp.sqrt(jnp.maximum(s, 0.0)))
+  g = jnp.matmul(jnp.matmul(kern, gram, precision=HIGHEST), kern.T, precision=HIGHEST)
+  return (jnp.linalg.eigvalsh(jnp.matmul(kern, kern.T, precision=HIGHEST)),
+          jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(0.5 * (g + g.T)), 0.0)))
+
+
+def layer_spectra(hp: dict, h1: jax.Array, *, batch_size: int | None = None) -> list[tuple]:
+  """Non-zero spectra of ``WᵀW`` and ``G^{1/2}`` and ``d`` of every hidden layer.
+
+  Returns:
+    one ``(d_l, eig(WᵀW) [r], eig(G^{1/2}) [r])`` per layer, ``r = min(d_l, m_l)``
+    (the inputs of :func:`nfa_baseline`).
+  """
   kernels = _head_kernels(hp)
   k = nets.readout_weight(hp).shape[0]
   bs = batch_size or default_probe_batch_size(h1.shape[0], k, [kk.shape[1] for kk in kernels])
   grams = jax.jit(preactivation_grams, static_argnames=("batch_size",))(hp, h1, batch_size=int(bs))
-  out = []
-  for kern, gram in zip(kernels, grams):
-    g = jnp.matmul(jnp.matmul(kern, gram / h1.shape[0], precision=HIGHEST), kern.T,
-                   precision=HIGHEST)
-    out.append((jnp.matmul(kern, kern.T, precision=HIGHEST), metrics_lib.psd_sqrt(0.5 * (g + g.T))))
-  return out
+  return [(kern.shape[0], *_layer_spectra(kern, gram / h1.shape[0]))
+          for kern, gram in zip(kernels, grams)]
 
 
 def nc1_shares(record: dict) -> dict:

@@ -627,9 +627,10 @@ def probe_saved(run_dir, *, epoch: int | None = None, baseline_draws: int = 20,
   layers = probes_lib.probe_head(hp, h1, y_lab[probe_idx], num_classes=k,
                                  batch_size=cfg.probe_batch_size, global_mean=cfg.global_mean)
   bkey = jax.random.key(baseline_seed)
-  for rec, (nfm, sqrt_g) in zip(layers, probes_lib.layer_matrices(hp, h1)):
-    draws = np.asarray(probes_lib.nfa_baseline(nfm, sqrt_g, key=jax.random.fold_in(bkey, rec["layer"]),
-                                               draws=baseline_draws), np.float64)
+  for rec, (d, spec_w, spec_g) in zip(layers, probes_lib.layer_spectra(hp, h1)):
+    draws = np.asarray(probes_lib.nfa_baseline(spec_w, spec_g, dim=d, draws=baseline_draws,
+                                               key=jax.random.fold_in(bkey, rec["layer"])),
+                       np.float64)
     rec["nfa_baseline"] = {"mean": float(draws.mean()), "sd": float(draws.std(ddof=1)),
                            "draws": int(baseline_draws)}
   return {"epoch": int(state.epoch), "layers": layers,

@@ -192,8 +192,9 @@ def test_nfa_baseline_against_numpy_monte_carlo(x64, key):
   d = 12
   a = np.diag(np.linspace(1.0, 3.0, d)) + 0.1 * np.ones((d, d))
   b = np.diag(np.linspace(0.5, 1.0, d)) ** 2
-  got = np.asarray(probes.nfa_baseline(jnp.asarray(a), jnp.asarray(b), key=key, draws=400))
   la, lb = np.linalg.eigvalsh(a), np.linalg.eigvalsh(b)
+  got = np.asarray(probes.nfa_baseline(jnp.asarray(la), jnp.asarray(lb), dim=d, key=key,
+                                       draws=400))
   ref = []
   for _ in range(400):
     q1, r1 = np.linalg.qr(rng.standard_normal((d, d)))
@@ -206,3 +207,24 @@ def test_nfa_baseline_against_numpy_monte_carlo(x64, key):
   assert got.std() == pytest.approx(ref.std(), rel=0.2)
   # Diagonal-heavy spectra keep a large correlation whatever the eigenvectors.
   assert got.mean() > 0.3
+
+
+def test_low_rank_nfa_path_matches_numpy(x64, key):
+  """A widening-input layer (d > m: WᵀW and G have rank m) goes through [d, m] factors;
+  its NFA values equal NumPy's on the full [d, d] matrices, and its spectra those of eigh."""
+  hp = _head(key, 11, k=3, depth=2, width=4, dtype=jnp.float64)
+  x = jax.random.normal(jax.random.key(9), (40, 11), jnp.float64)
+  y = np.repeat(np.arange(2), 20).astype(np.int32)
+  rec = probes.probe_head(hp, x, y, num_classes=2)[0]
+  w1 = np.asarray(nets.head_weights(hp)[0], np.float64)
+  g = np.asarray(probes.tail_agop(hp, x, layer=0, batch_size=8))
+  nfm, sq = w1.T @ w1, _np_sqrtm(g)
+  assert rec["nfa"]["sqrt_agop"] == pytest.approx(np.corrcoef(nfm.ravel(), sq.ravel())[0, 1], abs=1e-9)
+  assert rec["nfa"]["agop"] == pytest.approx(np.corrcoef(nfm.ravel(), g.ravel())[0, 1], abs=1e-9)
+  cos = (nfm * sq).sum() / np.linalg.norm(nfm) / np.linalg.norm(sq)
+  assert rec["nfa"]["cosine_sqrt_agop"] == pytest.approx(cos, abs=1e-9)
+  d, spec_w, spec_g = probes.layer_spectra(hp, x)[0]
+  assert d == 11 and spec_w.shape == (4,)
+  np.testing.assert_allclose(np.sort(np.asarray(spec_w)), np.linalg.eigvalsh(nfm)[-4:], rtol=1e-9)
+  np.testing.assert_allclose(np.sort(np.asarray(spec_g)),
+                             np.sqrt(np.clip(np.linalg.eigvalsh(g), 0, None))[-4:], rtol=1e-6)
