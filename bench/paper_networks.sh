@@ -10,7 +10,7 @@
 # MNIST / 0.3 otherwise) to 500 epochs, probes every 10 epochs, seeds 0-2, on
 # mnist5k (4,000 training points) and Fashion-MNIST (first 10,000 training
 # points); runs that have not reached 99 % train accuracy continue in steps of
-# 500 epochs up to 2,000. VGG-11 and ResNet-18 with the MLP head on 1,000
+# 100 epochs up to 2,000. VGG-11 and ResNet-18 with the MLP head on 1,000
 # Fashion-MNIST images for 30 epochs show the probes on conv backbones.
 # Compact summaries go to docs/runs/<name>/ (bin/figures --export).
 set -uo pipefail
@@ -47,7 +47,7 @@ step() {  # name, target epochs, options of a new run
   fi
 }
 
-job() {  # name, max epochs, options: 500 epochs, then +500 until train acc >= 0.99 or max
+job() {  # name, max epochs, options: 500 epochs, then +100 until train acc >= 0.99 or max
   local name=$1 max=$2; shift 2
   claim "$name" || return 0
   local target=500
@@ -56,7 +56,7 @@ job() {  # name, max epochs, options: 500 epochs, then +500 until train acc >= 0
     step "$name" "$target" "$@" || { echo "== $name: failed"; release "$name"; return 1; }
     if reached "$name"; then echo "== $name: train accuracy >= 0.99 at epoch $(epochs_done "$name")"; break; fi
     [ "$target" -ge "$max" ] && { echo "== $name: train accuracy < 0.99 at epoch $target"; break; }
-    target=$((target + 500))
+    target=$((target + 100))
   done
   release "$name"
 }

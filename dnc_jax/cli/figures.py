@@ -4,6 +4,11 @@ Runs that differ only in their seed are grouped; each group gives ``<group>_nc1`
 ``<group>_nc2``, ``<group>_gram`` (Deep RFM) or ``<group>_nc1_decomposition``,
 ``<group>_training`` (networks), in every ``--formats``; with two or more Deep RFM groups
 also ``compare_nc1``. ``summary.md`` and ``summary.json`` hold the numbers behind them.
+
+``--export DEST`` writes the compact, committable summary of each run into
+``DEST/<run folder name>`` (:mod:`dnc_jax.report_rfm`, :mod:`dnc_jax.report_nets`);
+``--docs`` recomputes every generated table of the documents from the summaries in
+``--runs-root`` (:mod:`dnc_jax.report`).
 """
 from __future__ import annotations
 
@@ -27,9 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
                   "Runs differing only in seed are averaged: mean +- 1 sd bands, the lower edge "
                   "truncated at --band-floor x mean on log axes.",
       formatter_class=HelpFormatter)
-  p.add_argument("runs", nargs="+",
+  p.add_argument("runs", nargs="*",
                  help="run directories, or folders whose subfolders are run directories")
-  p.add_argument("--out", required=True, help="folder for the figures and summary.md/json")
+  p.add_argument("--out", default=None, help="folder for the figures and summary.md/json")
+  p.add_argument("--export", default=None, metavar="DEST",
+                 help="instead of drawing, write each run's compact summary (config and metrics, "
+                      "no checkpoints or arrays) to DEST/<run folder name>, e.g. DEST = docs/runs")
+  p.add_argument("--docs", nargs="*", default=None, metavar="DOC",
+                 help="instead of drawing, recompute the generated tables (<!-- table:NAME --> "
+                      "blocks) of these documents (default: docs/*.md) from --runs-root")
+  p.add_argument("--runs-root", default="docs/runs",
+                 help="folder of the committed run summaries that --docs reads")
   p.add_argument("--overwrite", action="store_true",
                  help="replace the figures and summaries already in --out (otherwise refused)")
   p.add_argument("--formats", default="png,pdf", help="comma-separated: png, pdf, svg")
@@ -43,8 +56,55 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
+def _docs(paths, runs_root) -> int:
+  import pathlib
+  from dnc_jax import report
+  docs = [pathlib.Path(p) for p in paths] or sorted(pathlib.Path("docs").glob("*.md"))
+  missing = [str(p) for p in docs if not p.is_file()]
+  if missing:
+    print(f"figures: error: no such document: {', '.join(missing)}", file=sys.stderr)
+    return 2
+  try:
+    changed = report.update_documents(docs, runs_root)
+  except DncError as e:
+    print(f"figures: error: {e}", file=sys.stderr)
+    return 2
+  n = sum(len(report.block_names(p.read_text())) for p in docs)
+  print(f"{n} generated tables in {len(docs)} documents; rewritten: "
+        f"{', '.join(changed) if changed else 'none (all up to date)'}")
+  return 0
+
+
+def _export(runs_arg, dest) -> int:
+  import pathlib
+  from dnc_jax import report_nets, report_rfm
+  if not runs_arg:
+    print("figures: error: --export needs the run directories to export", file=sys.stderr)
+    return 2
+  try:
+    for r in map(pathlib.Path, runs_arg):
+      target = pathlib.Path(dest) / r.name
+      if (r / "history.jsonl").exists():
+        report_nets.export_run(r, target)
+      else:
+        report_rfm.export_summary(r, target)
+      print(f"{r} -> {target}")
+  except DncError as e:
+    print(f"figures: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  if args.docs is not None:
+    return _docs(args.docs, args.runs_root)
+  if args.export is not None:
+    return _export(args.runs, args.export)
+  if not args.runs or args.out is None:
+    print("figures: error: give run directories and --out (or --docs / --export)",
+          file=sys.stderr)
+    return 2
   from dnc_jax import figures
   try:
     gram_layers = tuple(int(v) for v in args.gram_layers.split(",") if v.strip())
