@@ -104,7 +104,7 @@ def write_npz(path, **arrays) -> None:
 
 def check_out(out, *, overwrite: bool = False, resume: bool = False,
               markers: Iterable[str] = RUN_MARKERS, unfinished: str | None = None,
-              resume_hint: str | None = None) -> pathlib.Path:
+              resume_hint: str | None = None, flag: str = "--out") -> pathlib.Path:
   """The ``--out`` rules of every command, checked before any work.
 
   ``out`` must be a directory, or not exist yet under a directory, and this
@@ -119,18 +119,19 @@ def check_out(out, *, overwrite: bool = False, resume: bool = False,
     markers: file or folder names that mark a run of this command.
     unfinished: a file or folder name that marks an interrupted run.
     resume_hint: how to continue a run there (e.g. ``"--resume"``), named in the refusal.
+    flag: the option that named ``out``, for the messages.
 
   Raises:
     ConfigError: one line naming the problem and the fix.
   """
   out = pathlib.Path(out)
   if out.exists() and not out.is_dir():
-    raise ConfigError(f"--out {out} is a file, not a directory; give a directory path")
+    raise ConfigError(f"{flag} {out} is a file, not a directory; give a directory path")
   base = out.absolute()
   while not base.exists():
     base = base.parent
   if not base.is_dir():
-    raise ConfigError(f"--out {out}: {base} is a file, not a directory; give a path "
+    raise ConfigError(f"{flag} {out}: {base} is a file, not a directory; give a path "
                       "under a directory")
   try:   # try it: permission bits do not tell for root, read-only mounts or ACLs
     fd, probe = tempfile.mkstemp(prefix=".dnc_jax_write_test.", dir=base)
@@ -138,8 +139,8 @@ def check_out(out, *, overwrite: bool = False, resume: bool = False,
     os.unlink(probe)
   except OSError as e:
     where = "" if base == out.absolute() else f" (in {base})"
-    raise ConfigError(f"--out {out}: cannot write there{where}: {e.strerror or e}; choose "
-                      "another --out") from None
+    raise ConfigError(f"{flag} {out}: cannot write there{where}: {e.strerror or e}; choose "
+                      f"another {flag}") from None
   if resume or overwrite:
     return out
   if unfinished is not None and (out / unfinished).exists():

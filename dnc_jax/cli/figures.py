@@ -81,7 +81,10 @@ def _export(runs_arg, dest) -> int:
   if not runs_arg:
     print("figures: error: --export needs the run directories to export", file=sys.stderr)
     return 2
+  from dnc_jax import runs
   try:
+    # A writable folder; the summaries in it are updated in place.
+    runs.check_out(dest, resume=True, flag="--export")
     for r in map(pathlib.Path, runs_arg):
       target = pathlib.Path(dest) / r.name
       if (r / "history.jsonl").exists():
