@@ -89,3 +89,30 @@ def test_network_tables_from_summaries(tmp_path):
   assert rows["DNC2 progresses only in the last layer"].endswith("| reproduced |")
   t = report_nets.training_table(tmp_path, {"fake": "net_fake"})
   assert "| fake | 500/500 | 1 / 0.995 |" in t and "reached by every seed" in t
+
+
+def test_export_and_docs_commands_end_to_end(tmp_path, monkeypatch):
+  """train → bin/figures --export → a document block → bin/figures --docs, on tiny data."""
+  from dnc_jax import train
+  from dnc_jax.cli import figures as cli
+  cfg = train.TrainConfig(model="mlp", dataset="digits", n=200, n_test=50, epochs=2, width=16,
+                          depth=2, measure_every=1, progress=False)
+  run = tmp_path / "runs" / "net_tiny_s0"
+  res = train.train(cfg, out_dir=run)
+  assert cli.main([str(run), "--export", str(tmp_path / "docs_runs")]) == 0
+  summary = json.loads((tmp_path / "docs_runs" / "net_tiny_s0" / "summary.json").read_text())
+  start, end = summary["baseline"]
+  assert (start["epoch"], end["epoch"]) == (0, 2)
+  # The re-probe of the last checkpoint repeats the run's own last probe.
+  last = res.history[-1]["layers"]
+  for a, b in zip(end["layers"], last):
+    assert a["nfa"]["sqrt_agop"] == pytest.approx(b["nfa"]["sqrt_agop"], rel=1e-4)
+    assert -1 <= a["nfa_baseline"]["mean"] <= 1 and a["nfa_baseline"]["draws"] == 20
+  monkeypatch.setattr(report_nets, "GROUPS", {"tiny": "net_tiny"})
+  doc = tmp_path / "doc.md"
+  doc.write_text("x\n<!-- table:nets_training -->\n<!-- /table:nets_training -->\n")
+  assert cli.main(["--docs", str(doc), "--runs-root", str(tmp_path / "docs_runs")]) == 0
+  text = doc.read_text()
+  acc = res.history[-1]["train_acc"]
+  assert f"| tiny | 2 | {acc:.4g} |" in text
+  assert report.stale_blocks(text, tmp_path / "docs_runs") == []
