@@ -46,7 +46,6 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dnc_jax.agop import agop_sum, default_batch_size
 from dnc_jax import metrics as metrics_lib
