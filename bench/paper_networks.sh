@@ -12,7 +12,8 @@
 # points); runs that have not reached 99 % train accuracy continue in steps of
 # 100 epochs up to 2,000. VGG-11 and ResNet-18 with the MLP head on 1,000
 # Fashion-MNIST images for 30 epochs show the probes on conv backbones.
-# Compact summaries go to docs/runs/<name>/ (bin/figures --export).
+# Compact summaries: for d in runs/paper/*_s[0-9]*; do python -m dnc_jax.report_nets
+#   export "$d" "docs/runs/net_$(basename "$d")"; done   (finished runs only)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
