@@ -17,7 +17,7 @@ for g in "${groups[@]}"; do
   for stem in nc1 nc2 gram gram_agop; do
     src=$(ls "$out"/*_"$stem".png 2>/dev/null | head -1)
     [[ -n "$src" ]] || continue
-    $PY -c "import sys; from PIL import Image; Image.open(sys.argv[1]).convert('RGB').quantize(64).save(sys.argv[2], optimize=True)" \
+    $PY -c "import sys; from PIL import Image; Image.open(sys.argv[1]).convert('RGB').quantize(64, method=Image.Quantize.MAXCOVERAGE).save(sys.argv[2], optimize=True)" \
       "$src" "docs/figures/${short}_${stem}.png"
     echo "docs/figures/${short}_${stem}.png"
   done
