@@ -12,6 +12,7 @@ for g in "${groups[@]}"; do
   runs=(runs/rfm/"$g"_s[0-9]*)
   [[ -e "${runs[0]}" ]] || { echo "no runs/rfm/${g}_s*; skipped"; continue; }
   out="runs/figs/$g"
+  rm -rf "$out"   # this script's own output folder
   $PY bin/figures "${runs[@]}" --out "$out" --formats png --no-compare
   short="${g#rfm_}"
   for stem in nc1 nc2 gram gram_agop; do
