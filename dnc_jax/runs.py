@@ -50,13 +50,18 @@ def atomic_write_bytes(path, payload: bytes) -> None:
 
   The file gets mode ``0o666 & ~umask`` (mkstemp alone would give 0600).
   """
+  atomic_write_with(path, lambda f: f.write(payload))
+
+
+def atomic_write_with(path, fill: Callable[[Any], Any]) -> None:
+  """Like :func:`atomic_write_bytes`, with ``fill(f)`` writing to the open binary file."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   try:
     os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "wb") as f:
-      f.write(payload)
+      fill(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -100,6 +105,14 @@ def write_npz(path, **arrays) -> None:
   buf = io.BytesIO()
   np.savez_compressed(buf, **arrays)
   atomic_write_bytes(path, buf.getvalue())
+
+
+def write_npz_uncompressed(path, **arrays) -> None:
+  """An uncompressed ``.npz`` streamed to the file (no copy in memory), atomically.
+
+  For large arrays written often (checkpoints), where zlib costs seconds per write.
+  """
+  atomic_write_with(path, lambda f: np.savez(f, **arrays))
 
 
 def check_out(out, *, overwrite: bool = False, resume: bool = False,

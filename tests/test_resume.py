@@ -19,7 +19,8 @@ ARGS = ["--dataset", "synthetic", "--n", "150", "--n-test", "30", "--depth", "8"
 def _strip_times(obj):
   if isinstance(obj, dict):
     return {k: _strip_times(v) for k, v in obj.items()
-            if k not in ("seconds", "seconds_total", "seconds_read", "cache", "run", "memory")}
+            if k not in ("seconds", "seconds_total", "seconds_read", "cache", "run", "memory",
+                         "timing")}
   if isinstance(obj, list):
     return [_strip_times(v) for v in obj]
   return obj

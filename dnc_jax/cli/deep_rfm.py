@@ -7,10 +7,13 @@ parse → :class:`RunConfig` → :func:`run` → files in ``--out``:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import pathlib
 import platform
 import sys
+import threading
 import time
 
 from dnc_jax.cli import HelpFormatter
@@ -288,36 +291,238 @@ def enable_compile_cache(folder: str | None) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def run(run_cfg: RunConfig, rfm_cfg) -> dict:
+def process_seconds() -> float | None:
+  """Seconds since this process started (Linux ``/proc``), or None where unknown."""
+  try:
+    with open("/proc/self/stat") as f:
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError, AttributeError):
+    return None
+
+
+# Phases of metrics.json's "timing", in the order of a run; they add up to "total".
+PHASES = ("import", "data", "compile", "layers", "checkpoints", "gram_pictures", "final_krr",
+          "figures", "files", "other")
+# JAX's events of a compilation (tracing, lowering, XLA or the persistent cache).
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+
+
+def _merge(spans):
+  """Sorted, disjoint intervals covering ``spans`` (nested compilations count once)."""
+  out = []
+  for a, b in sorted(spans):
+    if out and a <= out[-1][1]:
+      out[-1][1] = max(out[-1][1], b)
+    else:
+      out.append([a, b])
+  return out
+
+
+def _overlap(spans, a, b) -> float:
+  return sum(max(0.0, min(b, y) - max(a, x)) for x, y in spans)
+
+
+class PhaseClock:
+  """Where a whole command's wall time goes: timed windows per phase, and compilations.
+
+  Compilations are taken from JAX's monitoring events (start and end of every
+  trace, lowering and XLA compilation, whatever function triggers them), so
+  each phase is its window minus the compilation inside it, and ``compile`` is
+  a phase of its own. Times are ``time.time()``, the clock of JAX's events.
+  """
+
+  def __init__(self, *, from_process_start: bool = False):
+    """``from_process_start``: count the time before this call as ``import`` (a command's
+    interpreter start and imports); otherwise the clock starts now."""
+    since = process_seconds() if from_process_start else None
+    self.now = time.time
+    self.start = self.now() - (since or 0.0)
+    self.windows = {}
+    self.spans = []       # (start, end, function name)
+    self._listener = None
+    try:
+      from jax import monitoring
+      self._listener = self._on_span
+      monitoring.register_event_time_span_listener(self._listener)
+    except (ImportError, AttributeError):   # an older JAX: compile time stays in its phase
+      pass
+    self.add("import", self.start, self.now())   # interpreter start and module imports
+
+  def _on_span(self, event, start, end, **kw):
+    if event in _COMPILE_EVENTS:
+      self.spans.append((start, end, str(kw.get("fun_name", ""))))
+
+  def close(self):
+    if self._listener is not None:
+      from jax import monitoring
+      with contextlib.suppress(Exception):
+        monitoring.unregister_event_time_span_listener(self._listener)
+      self._listener = None
+
+  def add(self, name, start, end):
+    self.windows.setdefault(name, []).append((start, end))
+
+  @contextlib.contextmanager
+  def phase(self, name):
+    t0 = self.now()
+    try:
+      yield
+    finally:
+      self.add(name, t0, self.now())
+
+  def compile_in(self, start, end, name: str | None = None) -> float:
+    """Compilation seconds inside ``[start, end]`` (of functions named ``*name*`` only)."""
+    spans = [(a, b) for a, b, f in self.spans if name is None or name in f]
+    return _overlap(_merge(spans), start, end)
+
+  def summary(self, loop=None) -> dict:
+    """``{phase: seconds}`` adding up to ``total``, with the loop's share and per-layer compilation.
+
+    ``loop``: what the layer loop recorded (:meth:`LoopTimer.parts`): its window,
+    the layers' and final KRR's own seconds, the checkpoint and callback windows.
+    """
+    end = self.now()
+    total = end - self.start
+    compile_all = _merge([(a, b) for a, b, _ in self.spans])
+    out = {p: 0.0 for p in PHASES}
+    out["compile"] = sum(b - a for a, b in compile_all if a >= self.start)
+    for name, wins in self.windows.items():
+      out[name] = out.get(name, 0.0) + sum(b - a - _overlap(compile_all, a, b) for a, b in wins)
+    by_layer = {}
+    if loop is not None:
+      a, b = loop["window"]
+      inside = (b - a) - _overlap(compile_all, a, b)
+      cl = sum(self.compile_in(x, y, "rfm_layer") for x, y in loop["layer_windows"])
+      cf = self.compile_in(a, b, "final_krr")
+      out["layers"] = loop["layer_seconds"] - cl
+      out["final_krr"] = loop["final_seconds"] - cf
+      out["checkpoints"] += sum(y - x - _overlap(compile_all, x, y) for x, y in loop["checkpoints"])
+      # The rest of the loop's window: Gram pictures, host copies, the progress bar.
+      out["gram_pictures"] = max(0.0, inside - out["layers"] - out["final_krr"]
+                                 - sum(y - x for x, y in loop["checkpoints"]))
+      by_layer = {str(l): self.compile_in(x, y, "rfm_layer")
+                  for l, (x, y) in zip(loop["layers"], loop["layer_windows"])}
+    out["other"] = max(0.0, total - sum(v for k, v in out.items() if k != "other"))
+    out = {k: round(v, 3) for k, v in out.items()}
+    out["total"] = round(total, 3)
+    out["loop_share"] = round(out["layers"] / total, 4) if total > 0 else None
+    out["compile_by_layer"] = {k: round(v, 3) for k, v in by_layer.items()}
+    out["note"] = ("seconds of the whole command by phase (they add up to total, from process "
+                   "start): compile holds every JAX compilation (layer shapes: "
+                   "compile_by_layer), layers the layer loop's own work without it, checkpoints "
+                   "the loop's wait for checkpoint writes (they run in a background thread), "
+                   "gram_pictures the rest of the loop (Gram pictures, host copies)")
+    return out
+
+
+def format_timing(t: dict) -> str:
+  """The one-line summary of a ``timing`` entry."""
+  shapes = [v for v in t.get("compile_by_layer", {}).values() if v >= 0.05]
+  comp = f"compile {t['compile']:.1f}" + (
+      f" (layer shapes {' + '.join(f'{v:.1f}' for v in shapes)})" if shapes else "")
+  rest = ", ".join(f"{label} {t[k]:.1f}" for k, label in (
+      ("import", "import"), ("data", "data"), ("checkpoints", "checkpoints"),
+      ("gram_pictures", "Gram"), ("final_krr", "final KRR"), ("figures", "figures"),
+      ("files", "files"), ("other", "other")))
+  share = t.get("loop_share")
+  return (f"time {t['total']:.1f} s: layer loop {t['layers']:.1f}"
+          + (f" ({100 * share:.0f}%)" if share is not None else "") + f", {comp}, {rest}")
+
+
+class CheckpointWriter:
+  """Writes checkpoints in a background thread, one at a time and in order.
+
+  :meth:`submit` returns once the previous write has finished and the next one
+  has started, so a layer computes while the last layer's state is written.
+  :meth:`wait` must be called before the process ends (also on an interrupt):
+  a killed write leaves the previous checkpoint in place (atomic files).
+  """
+
+  def __init__(self, ckpt: pathlib.Path):
+    self.ckpt = ckpt
+    self._thread = None
+    self._error = None
+
+  def submit(self, state) -> None:
+    self.wait()
+    self._thread = threading.Thread(target=self._write, args=(state,), name="checkpoint",
+                                    daemon=True)
+    self._thread.start()
+
+  def _write(self, state) -> None:
+    try:
+      save_checkpoint(self.ckpt, state)
+    except BaseException as e:   # reported in the main thread by wait()
+      self._error = e
+
+  def wait(self) -> None:
+    """Blocks until the last submitted checkpoint is written; raises DncError if it failed."""
+    if self._thread is not None:
+      self._thread.join()
+      self._thread = None
+    if self._error is not None:
+      err, self._error = self._error, None
+      raise DncError(f"could not write the checkpoint in {self.ckpt}: {err}") from err
+
+
+class LoopTimer:
+  """The layer loop's windows, from the ``on_state`` and ``callback`` hooks of :func:`deep_rfm`."""
+
+  def __init__(self, now):
+    self.now = now
+    self.start = self.end = None
+    self.checkpoints = []
+    self.bounds = []      # start of each on_state call: the end of a layer's window
+    self.records = []
+
+  def parts(self, final_seconds: float) -> dict:
+    starts = [self.start] + [b for _, b in self.checkpoints[:-1]] if self.checkpoints else []
+    return {"window": (self.start, self.end), "layers": [r["layer"] for r in self.records],
+            "layer_windows": list(zip(starts, self.bounds)),
+            "layer_seconds": sum(r["seconds"] for r in self.records),
+            "final_seconds": final_seconds, "checkpoints": list(self.checkpoints)}
+
+
+def run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock | None = None) -> dict:
   """Loads the data, runs Deep RFM, writes the run directory; returns metrics.json's content."""
-  import jax
+  clock = clock or PhaseClock()
+  with clock.phase("import"):
+    import jax
   enable_compile_cache(run_cfg.compile_cache)
   # A context, not the global flag: callers in the same process keep their setting.
   enable = getattr(jax, "enable_x64", None)
   if enable is None:
     from jax.experimental import enable_x64 as enable
-  with enable(bool(run_cfg.x64)):
-    return _run(run_cfg, rfm_cfg)
+  try:
+    with enable(bool(run_cfg.x64)):
+      return _run(run_cfg, rfm_cfg, clock)
+  finally:
+    clock.close()
 
 
-def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
-  import jax
-  import numpy as np
+def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
+  with clock.phase("import"):
+    import jax
+    import numpy as np
 
-  import importlib
+    import importlib
 
-  from dnc_jax import memory as memory_lib
-  from dnc_jax import metrics as metrics_lib
-  from dnc_jax import plots, runs
-  drfm = importlib.import_module("dnc_jax.deep_rfm")
+    from dnc_jax import memory as memory_lib
+    from dnc_jax import metrics as metrics_lib
+    from dnc_jax import plots, runs
+    drfm = importlib.import_module("dnc_jax.deep_rfm")
 
   out = check_out(run_cfg)
-  ds = load_data(run_cfg)
-  runs.check_interrupt()   # a signal during the data load stops here, before any file
-  dtype = np.float64 if run_cfg.x64 else np.float32
-  x, xt = ds.x_train.astype(dtype), ds.x_test.astype(dtype)
-  k = ds.num_classes
-  metrics_lib.check_labels(x, ds.y_train, k)
+  with clock.phase("data"):
+    ds = load_data(run_cfg)
+    runs.check_interrupt()   # a signal during the data load stops here, before any file
+    dtype = np.float64 if run_cfg.x64 else np.float32
+    x, xt = ds.x_train.astype(dtype), ds.x_test.astype(dtype)
+    k = ds.num_classes
+    metrics_lib.check_labels(x, ds.y_train, k)
 
   runs.clear_run_files(out, ("config.json", "metrics.json", "metrics.csv", "nc1.png", "nc2.png",
                              "gram.png", "gram_agop.png", "grams.npz", "ms.npz"))
@@ -346,103 +551,125 @@ def _run(run_cfg: RunConfig, rfm_cfg) -> dict:
     bar = tqdm(total=rfm_cfg.depth, desc="Deep RFM", unit="layer", file=sys.stderr,
                initial=0 if resume_state is None else resume_state.layer)
 
+  writer = CheckpointWriter(ckpt)
+  loop = LoopTimer(clock.now)
+
+  def on_state(st):
+    t = clock.now()
+    loop.bounds.append(t)
+    writer.submit(st)   # written while the next layer computes
+    loop.checkpoints.append((t, clock.now()))
+
   def callback(rec):
+    loop.records.append(rec)
     if bar is not None:
       bar.update(1)
       bar.set_postfix(nc1_agop=f"{rec['nc1']['agop']:.3g}", test_acc=rec["test_acc"])
-    runs.check_interrupt()   # the layer is saved: a safe point
+    runs.check_interrupt()   # the layer is handed to the writer: a safe point
 
   budget = memory_lib.budget_bytes(rfm_cfg.memory_gb)
   # The run plans with this budget, the one metrics.json reports (free memory is read once).
   planned = dataclasses.replace(rfm_cfg, memory_gb=budget / memory_lib.GiB)
-  t0 = time.perf_counter()
+  # Whatever happens from here on, the last state reaches the disk before the process ends.
   try:
-    common = dict(key=jax.random.key(run_cfg.seed), x_test=xt, labels_test=ds.y_test,
-                  num_classes=k, callback=callback, resume=resume_state,
-                  on_state=lambda st: save_checkpoint(ckpt, st))
-    devices = run_cfg.devices or jax.device_count()
-    if devices > 1 or run_cfg.solver != "cholesky":
-      if rfm_cfg.memory_gb is not None:
-        common["memory_bytes"] = budget
-      from dnc_jax import sharded
-      result = sharded.sharded_deep_rfm(x, ds.y_train, planned, devices=devices,
-                                        solver=run_cfg.solver, cg_tol=run_cfg.cg_tol,
-                                        cg_max_iter=run_cfg.cg_max_iter, cg_rank=run_cfg.cg_rank,
-                                        **common)
-    else:
-      result = drfm.deep_rfm(x, ds.y_train, planned, **common)
-  except DncError:
-    if not run_cfg.resume:   # a failed run leaves nothing behind; a resumed one keeps its layers
-      import shutil
-      shutil.rmtree(ckpt, ignore_errors=True)
-    raise
-  finally:
-    if bar is not None:
-      bar.close()
-  runs.check_interrupt()   # every layer is saved; the final KRR reruns on resume
-  total = time.perf_counter() - t0
-  peak = memory_lib.peak_bytes()
-  from dnc_jax import report_rfm
-  grams_agop = result.grams_agop or {}
-  gram_blocks = {str(l): {"input": report_rfm.gram_block_means(g, lab)}
-                 for l, (g, lab) in sorted(result.grams.items())}
-  for l, (g, lab) in sorted(grams_agop.items()):
-    gram_blocks.setdefault(str(l), {})["agop"] = report_rfm.gram_block_means(g, lab)
+    t0 = time.perf_counter()
+    loop.start = clock.now()
+    try:
+      common = dict(key=jax.random.key(run_cfg.seed), x_test=xt, labels_test=ds.y_test,
+                    num_classes=k, callback=callback, resume=resume_state, on_state=on_state)
+      devices = run_cfg.devices or jax.device_count()
+      if devices > 1 or run_cfg.solver != "cholesky":
+        if rfm_cfg.memory_gb is not None:
+          common["memory_bytes"] = budget
+        from dnc_jax import sharded
+        result = sharded.sharded_deep_rfm(x, ds.y_train, planned, devices=devices,
+                                          solver=run_cfg.solver, cg_tol=run_cfg.cg_tol,
+                                          cg_max_iter=run_cfg.cg_max_iter, cg_rank=run_cfg.cg_rank,
+                                          **common)
+      else:
+        result = drfm.deep_rfm(x, ds.y_train, planned, **common)
+    except DncError:
+      if not run_cfg.resume:   # a failed run leaves nothing behind; a resumed one keeps its layers
+        import shutil
+        shutil.rmtree(ckpt, ignore_errors=True)
+      raise
+    finally:
+      if bar is not None:
+        bar.close()
+    loop.end = clock.now()
+    runs.check_interrupt()   # every layer is saved; the final KRR reruns on resume
+    total = time.perf_counter() - t0
+    peak = memory_lib.peak_bytes()
+    from dnc_jax import report_rfm
+    grams_agop = result.grams_agop or {}
+    gram_blocks = {str(l): {"input": report_rfm.gram_block_means(g, lab)}
+                   for l, (g, lab) in sorted(result.grams.items())}
+    for l, (g, lab) in sorted(grams_agop.items()):
+      gram_blocks.setdefault(str(l), {})["agop"] = report_rfm.gram_block_means(g, lab)
 
-  metrics = {
-      "config": config,
-      "conventions": {
-          **metrics_lib.CONVENTIONS,
-          "global_mean": rfm_cfg.global_mean,
-          "input": "X_l, the layer's input with rows normalised to unit norm",
-          "agop": "X_l M_l^{1/2}, M_l the layer's AGOP divided by its largest entry",
-          "features": "Phi_l(X_l M_l^{1/2}), the random feature map's output (= X_{l+1})",
-          "train_acc/test_acc": "accuracy of the layer's kernel predictor f_l",
-      },
-      "layers": result.layers,
-      "final": result.final,
-      "gram_blocks": gram_blocks,
-      "seconds_total": total,
-      "memory": {
-          "budget_bytes": budget,
-          "peak_device_bytes": peak["device"],
-          "peak_host_bytes": peak["host"],
-          "estimate_bytes": max((r["memory_estimate_bytes"] for r in result.layers
-                                 if "memory_estimate_bytes" in r), default=None),
-          "note": "peak_device_bytes: the accelerator allocator's peak (null on a CPU); "
-                  "peak_host_bytes: the process's peak resident set (where a CPU run's arrays "
-                  "live); estimate_bytes: dnc_jax.memory's bound for the largest layer",
-      },
-  }
-  # Written only once the run has succeeded: a failed run leaves nothing behind.
-  runs.write_json(out / "config.json", config)
-  runs.write_json(out / "metrics.json", metrics)
-  rows = []
-  for rec in result.layers:
-    row = {"layer": rec["layer"]}
-    for rep in drfm.REPRESENTATIONS:
-      for name, value in rec["metrics"][rep].items():
-        row[f"{name}_{rep}"] = value
-    row.update(train_acc=rec["train_acc"], test_acc=rec["test_acc"], seconds=rec["seconds"])
-    rows.append(row)
-  runs.write_csv(out / "metrics.csv", rows)
-  runs.write_npz(out / "grams.npz", **{f"layer_{l}": g for l, (g, _) in result.grams.items()},
-                 **{f"labels_{l}": lab for l, (_, lab) in result.grams.items()},
-                 **{f"agop_layer_{l}": g for l, (g, _) in grams_agop.items()},
-                 **{f"agop_labels_{l}": lab for l, (_, lab) in grams_agop.items()})
-  if result.ms is not None:
-    runs.write_npz(out / "ms.npz", **{f"layer_{i + 1}": m for i, m in enumerate(result.ms)})
-  name = f"{run_cfg.dataset}, n = {x.shape[0]}, {rfm_cfg.features} features, {rfm_cfg.preset} preset"
-  plots.plot_collapse([result.layers], "nc1", out / "nc1")
-  plots.plot_collapse([result.layers], "nc2", out / "nc2")
-  plots.plot_grams(result.grams, out / "gram", num_classes=k,
-                   title=f"Gram matrices of X_l ({name}; layer {rfm_cfg.depth + 1} = final)")
-  if grams_agop:
-    plots.plot_grams(grams_agop, out / "gram_agop", num_classes=k,
-                     title=f"Gram matrices of X_l M_l^1/2 ({name})")
-  import shutil
-  shutil.rmtree(ckpt, ignore_errors=True)
-  return metrics
+    metrics = {
+        "config": config,
+        "conventions": {
+            **metrics_lib.CONVENTIONS,
+            "global_mean": rfm_cfg.global_mean,
+            "input": "X_l, the layer's input with rows normalised to unit norm",
+            "agop": "X_l M_l^{1/2}, M_l the layer's AGOP divided by its largest entry",
+            "features": "Phi_l(X_l M_l^{1/2}), the random feature map's output (= X_{l+1})",
+            "train_acc/test_acc": "accuracy of the layer's kernel predictor f_l",
+        },
+        "layers": result.layers,
+        "final": result.final,
+        "gram_blocks": gram_blocks,
+        "seconds_total": total,
+        "memory": {
+            "budget_bytes": budget,
+            "peak_device_bytes": peak["device"],
+            "peak_host_bytes": peak["host"],
+            "estimate_bytes": max((r["memory_estimate_bytes"] for r in result.layers
+                                   if "memory_estimate_bytes" in r), default=None),
+            "note": "peak_device_bytes: the accelerator allocator's peak (null on a CPU); "
+                    "peak_host_bytes: the process's peak resident set (where a CPU run's arrays "
+                    "live); estimate_bytes: dnc_jax.memory's bound for the largest layer",
+        },
+    }
+    # Written only once the run has succeeded: a failed run leaves nothing behind.
+    # metrics.json comes last, with the time of everything before it.
+    with clock.phase("files"):
+      runs.write_json(out / "config.json", config)
+      rows = []
+      for rec in result.layers:
+        row = {"layer": rec["layer"]}
+        for rep in drfm.REPRESENTATIONS:
+          for name, value in rec["metrics"][rep].items():
+            row[f"{name}_{rep}"] = value
+        row.update(train_acc=rec["train_acc"], test_acc=rec["test_acc"], seconds=rec["seconds"])
+        rows.append(row)
+      runs.write_csv(out / "metrics.csv", rows)
+      runs.write_npz(out / "grams.npz", **{f"layer_{l}": g for l, (g, _) in result.grams.items()},
+                     **{f"labels_{l}": lab for l, (_, lab) in result.grams.items()},
+                     **{f"agop_layer_{l}": g for l, (g, _) in grams_agop.items()},
+                     **{f"agop_labels_{l}": lab for l, (_, lab) in grams_agop.items()})
+      if result.ms is not None:
+        runs.write_npz(out / "ms.npz", **{f"layer_{i + 1}": m for i, m in enumerate(result.ms)})
+    name = f"{run_cfg.dataset}, n = {x.shape[0]}, {rfm_cfg.features} features, {rfm_cfg.preset} preset"
+    with clock.phase("figures"):
+      plots.plot_collapse([result.layers], "nc1", out / "nc1")
+      plots.plot_collapse([result.layers], "nc2", out / "nc2")
+      plots.plot_grams(result.grams, out / "gram", num_classes=k,
+                       title=f"Gram matrices of X_l ({name}; layer {rfm_cfg.depth + 1} = final)")
+      if grams_agop:
+        plots.plot_grams(grams_agop, out / "gram_agop", num_classes=k,
+                         title=f"Gram matrices of X_l M_l^1/2 ({name})")
+    with clock.phase("checkpoints"):
+      writer.wait()   # the last state was written during the final KRR and the figures
+    metrics["timing"] = clock.summary(loop.parts(result.final["seconds"]))
+    runs.write_json(out / "metrics.json", metrics)
+    import shutil
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return metrics
+  finally:
+    with contextlib.suppress(DncError):   # an error of the run itself takes precedence
+      writer.wait()
 
 
 def check_out(run_cfg: RunConfig) -> pathlib.Path:
@@ -490,7 +717,8 @@ def save_checkpoint(ckpt: pathlib.Path, state) -> None:
   for i, m in enumerate(state.ms or []):
     arrays[f"m_{i + 1}"] = m
   name = f"state_{state.layer:04d}.npz"
-  runs.write_npz(ckpt / name, **arrays)
+  # Uncompressed: zlib took seconds per layer for a few percent of space on float data.
+  runs.write_npz_uncompressed(ckpt / name, **arrays)
   runs.write_json(ckpt / "state.json", {"layer": state.layer, "arrays": name,
                                         "layers": state.layers, "grams": sorted(state.grams),
                                         "grams_agop": sorted(state.grams_agop or {}),
@@ -498,6 +726,8 @@ def save_checkpoint(ckpt: pathlib.Path, state) -> None:
   for old in ckpt.glob("state_*.npz"):  # only after state.json points at the new file
     if old.name != name:
       old.unlink()
+  for tmp in ckpt.glob(".state*.tmp"):   # left by a process killed while writing
+    tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(ckpt: pathlib.Path, drfm):
@@ -533,6 +763,7 @@ def interrupted_message(out) -> str:
 
 def main(argv=None) -> int:
   from dnc_jax import runs
+  clock = PhaseClock(from_process_start=True)
   state = {"out": None}
 
   def on_second(signum):
@@ -549,7 +780,7 @@ def main(argv=None) -> int:
       check_out(run_cfg)
       state["out"] = run_cfg.out
       with runs.removed_if_left_empty(run_cfg.out):
-        metrics = run(run_cfg, rfm_cfg)
+        metrics = run(run_cfg, rfm_cfg, clock)
     except DncError as e:
       print(f"deep_rfm: error: {e}", file=sys.stderr)
       return 2
@@ -563,4 +794,5 @@ def main(argv=None) -> int:
         f"input {last['nc1']['input']:.3g}, agop {last['nc1']['agop']:.3g}, "
         f"features {last['nc1']['features']:.3g}; final test accuracy "
         f"{metrics['final']['test_acc']}")
+  print(format_timing(metrics["timing"]))
   return 0
