@@ -373,16 +373,11 @@ class PhaseClock:
     finally:
       self.add(name, t0, self.now())
 
-  def compile_in(self, start, end, name: str | None = None) -> float:
-    """Compilation seconds inside ``[start, end]`` (of functions named ``*name*`` only)."""
-    spans = [(a, b) for a, b, f in self.spans if name is None or name in f]
-    return _overlap(_merge(spans), start, end)
-
   def summary(self, loop=None) -> dict:
     """``{phase: seconds}`` adding up to ``total``, with the loop's share and per-layer compilation.
 
     ``loop``: what the layer loop recorded (:meth:`LoopTimer.parts`): its window,
-    the layers' and final KRR's own seconds, the checkpoint and callback windows.
+    the layers' and the final KRR's start and seconds, the checkpoint calls.
     """
     end = self.now()
     total = end - self.start
@@ -395,17 +390,21 @@ class PhaseClock:
     if loop is not None:
       a, b = loop["window"]
       inside = (b - a) - _overlap(compile_all, a, b)
-      cl = sum(self.compile_in(x, y, "rfm_layer") for x, y in loop["layer_windows"])
-      cf = self.compile_in(a, b, "final_krr")
-      out["layers"] = loop["layer_seconds"] - cl
-      out["final_krr"] = loop["final_seconds"] - cf
+      for layer, (x, sec) in zip(loop["layers"], loop["compute"]):
+        if layer == loop["layers"][0]:
+          # deep_rfm's own set-up precedes the first layer: it starts with its key's fold_in.
+          first = [s for s, _, f in self.spans if x <= s <= x + sec + 1.0 and
+                   ("fold_in" in f or "rfm_layer" in f)]
+          x = min(first, default=x)
+        by_layer[str(layer)] = _overlap(compile_all, x, x + sec)
+        out["layers"] += sec - by_layer[str(layer)]
+      x, sec = loop["final"]
+      out["final_krr"] = sec - _overlap(compile_all, x, x + sec)
       out["checkpoints"] += sum(y - x - _overlap(compile_all, x, y) for x, y in loop["checkpoints"])
       # The rest of the loop's window: Gram pictures, host copies, the progress bar.
       out["gram_pictures"] = max(0.0, inside - out["layers"] - out["final_krr"]
                                  - sum(y - x for x, y in loop["checkpoints"]))
-      by_layer = {str(l): self.compile_in(x, y, "rfm_layer")
-                  for l, (x, y) in zip(loop["layers"], loop["layer_windows"])}
-    out["other"] = max(0.0, total - sum(v for k, v in out.items() if k != "other"))
+    out["other"] = total - sum(v for k, v in out.items() if k != "other")
     out = {k: round(v, 3) for k, v in out.items()}
     out["total"] = round(total, 3)
     out["loop_share"] = round(out["layers"] / total, 4) if total > 0 else None
@@ -474,16 +473,17 @@ class LoopTimer:
   def __init__(self, now):
     self.now = now
     self.start = self.end = None
-    self.checkpoints = []
-    self.bounds = []      # start of each on_state call: the end of a layer's window
+    self.checkpoints = []   # (start, end) of each on_state call
     self.records = []
+    self.callback_ends = []  # deep_rfm starts its next layer (or the final KRR) right after
 
   def parts(self, final_seconds: float) -> dict:
-    starts = [self.start] + [b for _, b in self.checkpoints[:-1]] if self.checkpoints else []
+    """The loop's window, each layer's ``(start, seconds)`` and the final KRR's, checkpoints."""
+    starts = [self.start] + self.callback_ends
     return {"window": (self.start, self.end), "layers": [r["layer"] for r in self.records],
-            "layer_windows": list(zip(starts, self.bounds)),
-            "layer_seconds": sum(r["seconds"] for r in self.records),
-            "final_seconds": final_seconds, "checkpoints": list(self.checkpoints)}
+            "compute": [(t, r["seconds"]) for t, r in zip(starts, self.records)],
+            "final": (starts[len(self.records)], final_seconds),
+            "checkpoints": list(self.checkpoints)}
 
 
 def run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock | None = None) -> dict:
@@ -556,7 +556,6 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
 
   def on_state(st):
     t = clock.now()
-    loop.bounds.append(t)
     writer.submit(st)   # written while the next layer computes
     loop.checkpoints.append((t, clock.now()))
 
@@ -566,6 +565,7 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
       bar.update(1)
       bar.set_postfix(nc1_agop=f"{rec['nc1']['agop']:.3g}", test_acc=rec["test_acc"])
     runs.check_interrupt()   # the layer is handed to the writer: a safe point
+    loop.callback_ends.append(clock.now())
 
   budget = memory_lib.budget_bytes(rfm_cfg.memory_gb)
   # The run plans with this budget, the one metrics.json reports (free memory is read once).
