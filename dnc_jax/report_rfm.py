@@ -737,3 +737,36 @@ def table_layer1_authors(root) -> str:
           f"| dnc_jax, {r['config']['dtype']}, `--global-mean "
           f"{r['config']['deep_rfm']['global_mean']}` (`{r['name']}`) | "
           + " | ".join(f"{v:.5g}" for v in ours) + " |\n")
+
+
+@report.table("rfm_presets")
+def table_presets(root) -> str:
+  """`reference` against `paper` preset, Fashion-MNIST n = 2000, 10 layers."""
+  lines = ["| preset | seeds | NC1 agop, layer 1 | NC1 input, layer 10 | NC1 agop, layer 10 | "
+           "NC1 features, layer 10 | NC2 agop, layer 10 | final test acc |", "|" + "---|" * 8]
+  for preset in ("reference", "paper"):
+    runs = load_group(root, f"rfm_fm2000_{preset}")
+    if not runs:
+      lines.append(f"| `{preset}` | not run yet | | | | | | |")
+      continue
+    v = lambda m, rep, l: _ms(_values(runs, lambda r: _layer(r, l)[m][rep]))
+    lines.append(f"| `{preset}` | {len(runs)} | {v('nc1', 'agop', 1)} | {v('nc1', 'input', 10)} | "
+                 f"{v('nc1', 'agop', 10)} | {v('nc1', 'features', 10)} | {v('nc2', 'agop', 10)} | "
+                 f"{_ms(_values(runs, lambda r: r['metrics']['final']['test_acc']))} |")
+  return "\n".join(lines) + "\n"
+
+
+@report.table("rfm_pending")
+def table_pending(root) -> str:
+  """The jobs of ``bench/rfm_jobs.txt`` (beside the runs root's ``docs/``) without a summary."""
+  root = pathlib.Path(root)
+  jobs = root.resolve().parents[1] / "bench" / "rfm_jobs.txt"
+  if not jobs.exists():
+    return "_No `bench/rfm_jobs.txt` beside this runs folder._\n"
+  names = [l.split()[0] for l in jobs.read_text().splitlines()
+           if l.strip() and not l.startswith("#")]
+  pending = [n for n in names if not (root / n / "metrics.json").exists()]
+  if not pending:
+    return f"Every one of the {len(names)} Deep RFM jobs of `bench/rfm_jobs.txt` has its summary.\n"
+  return (f"{len(pending)} of the {len(names)} Deep RFM jobs of `bench/rfm_jobs.txt` have no "
+          "committed summary yet: " + ", ".join(f"`{n}`" for n in pending) + ".\n")
