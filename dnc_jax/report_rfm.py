@@ -187,7 +187,8 @@ def _where(runs) -> str:
   imb = " (SVHN proportions)" if c["run"].get("class_proportions") else ""
   seeds = ", ".join(str(r["seed"]) for r in runs)
   return (f"{ds}{imb}, n = {c['n']} (test {c['n_test']}), {d['kernel']} kernel L = "
-          f"{d['bandwidth']:g}, ridge {d['ridge']:g}, {feats}, {c['dtype']}, seeds {seeds}")
+          f"{d['bandwidth']:g}, ridge {d['ridge']:g}, {feats}, {c['dtype']}, "
+          f"seed{'s' if len(runs) > 1 else ''} {seeds}")
 
 
 def layer_table(root, group: str, layers=None) -> str:
@@ -197,7 +198,7 @@ def layer_table(root, group: str, layers=None) -> str:
     return _missing(group)
   depth = min(len(r["metrics"]["layers"]) for r in runs)
   layers = [l for l in (layers or range(1, depth + 1)) if l <= depth]
-  lines = [f"{_where(runs)}; mean ± sd over seeds. Summaries: "
+  lines = [f"{_where(runs)}{'; mean ± sd over seeds' if len(runs) > 1 else ''}. Summaries: "
            + ", ".join(f"`{r['name']}`" for r in runs) + ".", "",
            "| layer | NC1 input | NC1 agop | NC1 features | NC2 input | NC2 agop | NC2 features "
            "| test acc |", "|" + "---|" * 8]
