@@ -10,8 +10,9 @@
 # MNIST / 0.3 otherwise) to 500 epochs, probes every 10 epochs, seeds 0-2, on
 # mnist5k (4,000 training points) and Fashion-MNIST (first 10,000 training
 # points); runs that have not reached 99 % train accuracy continue in steps of
-# 100 epochs up to 2,000. VGG-11 and ResNet-18 with the MLP head on 1,000
-# Fashion-MNIST images for 30 epochs show the probes on conv backbones.
+# 100 epochs up to 2,000. VGG-11 and ResNet-18 with the MLP head on 500
+# Fashion-MNIST images for 10 epochs show the probes on conv backbones (a CPU
+# epoch of ResNet-18 on 1,000 images costs about 100 CPU-seconds).
 # Compact summaries: for d in runs/paper/*_s[0-9]*; do python -m dnc_jax.report_nets
 #   export "$d" "docs/runs/net_$(basename "$d")"; done   (finished runs only)
 set -uo pipefail
@@ -65,8 +66,8 @@ job() {  # name, max epochs, options: 500 epochs, then +100 until train acc >= 0
 for s in 0 1 2; do
   job "mlp_mnist5k_s$s" 2000 --model mlp --dataset mnist5k --seed $s
 done
-for m in vgg11 resnet18; do
-  job "${m}_fm1000_s0" 30 --model $m --dataset fashion_mnist --n 1000 --n-test 1000 \
+for m in resnet18 vgg11; do
+  job "${m}_fm500_s0" 10 --model $m --dataset fashion_mnist --n 500 --n-test 200 \
     --measure-every 5 --seed 0
 done
 for s in 0 1 2; do

@@ -324,8 +324,8 @@ def claims_table(root, group: str, *, model: str = "mlp") -> str:
 GROUPS = {
     "MLP, mnist5k (4,000 training points)": "net_mlp_mnist5k",
     "MLP, Fashion-MNIST (first 10,000)": "net_mlp_fm10k",
-    "VGG-11 + MLP head, Fashion-MNIST (first 1,000), 30 epochs": "net_vgg11_fm1000",
-    "ResNet-18 + MLP head, Fashion-MNIST (first 1,000), 30 epochs": "net_resnet18_fm1000",
+    "ResNet-18 + MLP head, Fashion-MNIST (first 500), 10 epochs": "net_resnet18_fm500",
+    "VGG-11 + MLP head, Fashion-MNIST (first 500), 10 epochs": "net_vgg11_fm500",
 }
 
 
@@ -344,14 +344,14 @@ def table_mlp_fm10k(root) -> str:
   return layer_table(root, "net_mlp_fm10k")
 
 
-@report.table("nets_vgg11_fm1000")
+@report.table("nets_vgg11_fm500")
 def table_vgg(root) -> str:
-  return layer_table(root, "net_vgg11_fm1000")
+  return layer_table(root, "net_vgg11_fm500")
 
 
-@report.table("nets_resnet18_fm1000")
+@report.table("nets_resnet18_fm500")
 def table_resnet(root) -> str:
-  return layer_table(root, "net_resnet18_fm1000")
+  return layer_table(root, "net_resnet18_fm500")
 
 
 @report.table("nets_claims_mnist5k")
