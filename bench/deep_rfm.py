@@ -20,6 +20,11 @@ the median over repeats of the per-pair ratios.
 metrics) and divides its counted FLOPs (``deep_rfm.layer_flops``) by the layer
 loop's wall time, next to a plain matmul timed between layers. A two-layer
 warm-up compiles both layer shapes first, so the timed run excludes compilation.
+Then it runs the whole command ``bin/deep_rfm`` on the same problem
+(``--command-runs`` times, in a fresh process each) and prints where its wall
+time goes: import, data, compilation, the layer loop (and its share of the
+wall time), checkpoints, Gram pictures, final KRR, figures, files (the
+``timing`` entry of its metrics.json).
 
   python bench/deep_rfm.py --n 2000 --d 1024 --classes 10
   python bench/deep_rfm.py --run --dataset fashion_mnist --n 5000 --depth 6
@@ -103,6 +108,11 @@ def main(argv=None):
   p.add_argument("--depth", type=int, default=6)
   p.add_argument("--dim", type=int, default=3072, help="input dimension of --dataset synthetic")
   p.add_argument("--matmul-precision", default="highest", choices=("highest", "tf32"))
+  p.add_argument("--command-runs", type=int, default=1,
+                 help="with --run: whole bin/deep_rfm commands to time after it (0: none); "
+                      "the first may fill the persistent compilation cache")
+  p.add_argument("--precision", default="float32", choices=("auto", "float32", "float64"),
+                 help="--precision of the whole commands")
   args = p.parse_args(argv)
   if args.run:
     return bench_run(args)
@@ -279,10 +289,48 @@ def bench_run(args):
         f"AGOP blocks of {out['compiled']['agop_batch_size']} rows; NC1 of X M^1/2 at the last "
         f"layer {out['compiled']['nc1_agop'][-1]:.3g} (paper convention); test accuracy "
         f"{out['compiled']['final_test_acc']}")
+  if args.command_runs > 0:
+    out["commands"] = bench_command(args)
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"n": n, "dataset": args.dataset, "depth": args.depth, "runs": out}, f, indent=2)
   return out
+
+
+def bench_command(args):
+  """Whole ``bin/deep_rfm`` commands in fresh processes: wall time by phase (their ``timing``)."""
+  import subprocess
+  import tempfile
+  from dnc_jax.cli.deep_rfm import PHASES, format_timing
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  timings = []
+  with tempfile.TemporaryDirectory(prefix="bench_deep_rfm_") as tmp:
+    for i in range(args.command_runs):
+      out = os.path.join(tmp, f"run{i}")
+      cmd = [sys.executable, os.path.join(repo, "bin", "deep_rfm"), "--dataset", args.dataset,
+             "--n", str(args.n), "--n-test", str(args.n_test), "--depth", str(args.depth),
+             "--width", str(args.width), "--precision", args.precision, "--out", out,
+             "--no-progress"]
+      if args.matmul_precision != "highest":
+        cmd += ["--matmul-precision", args.matmul_precision]
+      t0 = time.perf_counter()
+      proc = subprocess.run(cmd, capture_output=True, text=True)
+      wall = time.perf_counter() - t0
+      if proc.returncode != 0:
+        raise SystemExit(f"bench: bin/deep_rfm failed ({proc.returncode}): {proc.stderr.strip()}")
+      with open(os.path.join(out, "metrics.json")) as f:
+        t = json.load(f)["timing"]
+      t["wall_seconds_outside"] = wall   # as the caller sees it, process exit included
+      timings.append(t)
+      print(f"{'command ' + str(i + 1):>18}: {format_timing(t)}; outside the loop "
+            f"{t['total'] - t['layers']:.1f} s ({wall:.1f} s seen from outside)")
+  if len(timings) > 1:
+    med = {p: statistics.median(t[p] for t in timings) for p in PHASES + ("total",)}
+    share = statistics.median(t["loop_share"] for t in timings)
+    print(f"{'median':>18}: whole command {med['total']:.1f} s, layer loop {med['layers']:.1f} s "
+          f"({100 * share:.0f}% of the wall time), outside it " + ", ".join(
+              f"{p} {med[p]:.1f}" for p in PHASES if p != "layers"))
+  return timings
 
 
 if __name__ == "__main__":

@@ -287,8 +287,10 @@ def enable_compile_cache(folder: str | None) -> None:
           file=sys.stderr)
     return
   jax.config.update("jax_compilation_cache_dir", folder)
-  # A layer compiles in seconds; smaller programs are not worth a file.
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  # Every program, small ones too: the few dozen operations outside the layer (Gram
+  # pictures, checks) otherwise recompile in every run, about as long as loading the
+  # two cached layer shapes (docs/performance.md).
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def process_seconds() -> float | None:
