@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -175,3 +176,33 @@ def test_a_failed_checkpoint_write_is_one_line(tmp_path):
     writer.wait()
   assert "\n" not in str(err.value)
   writer.wait()   # reported once
+
+
+def test_a_failed_run_leaves_no_checkpoint_while_a_write_is_in_flight(tmp_path, monkeypatch,
+                                                                        capsys):
+  drfm = importlib.import_module("dnc_jax.deep_rfm")
+  real = drfm.check_agop
+
+  failed = threading.Event()
+  real_write = runs.write_npz_uncompressed
+
+  def fail_at_layer_2(m, layer, config):
+    if layer == 2:
+      failed.set()
+      raise drfm.AgopError("layer 2: the AGOP M is zero")
+    real(m, layer, config)
+
+  def write_after_the_failure(path, **arrays):   # layer 1's state is in flight at the failure
+    failed.wait(60)
+    time.sleep(0.2)
+    real_write(path, **arrays)
+
+  monkeypatch.setattr(drfm, "check_agop", fail_at_layer_2)
+  monkeypatch.setattr(runs, "write_npz_uncompressed", write_after_the_failure)
+  out = tmp_path / "failed"
+  assert cli.main(ARGS + ["--out", str(out)]) == 2
+  assert "layer 2: the AGOP M is zero" in capsys.readouterr().err
+  for t in threading.enumerate():   # a write that outlived the run would make the folder again
+    if t.name == "checkpoint":
+      t.join()
+  assert not out.exists()

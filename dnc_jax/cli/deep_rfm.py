@@ -593,6 +593,8 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
     except DncError:
       if not run_cfg.resume:   # a failed run leaves nothing behind; a resumed one keeps its layers
         import shutil
+        with contextlib.suppress(DncError):
+          writer.wait()   # else a write in flight would make the folder again
         shutil.rmtree(ckpt, ignore_errors=True)
       raise
     finally:
