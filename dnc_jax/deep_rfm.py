@@ -217,6 +217,7 @@ class LayerOutput(NamedTuple):
   train_pred: jax.Array   # [N, K] predictions of f_l at the training rows
   test_pred: jax.Array    # [N_test, K]
   solve_ok: jax.Array     # [] bool
+  root: jax.Array | None = None   # [d, d] M^{1/2} as the layer used it (None: not returned)
 
 
 def normalise_rows(x: jax.Array) -> jax.Array:
@@ -284,7 +285,7 @@ def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, 
     return metrics_lib.collapse_from_stats(z, labels, st)
 
   mets = {"input": collapse(x), "agop": collapse(xa), "features": collapse(xn)}
-  return xn, xtn, LayerOutput(m, mets, train_pred, test_pred, ok)
+  return xn, xtn, LayerOutput(m, mets, train_pred, test_pred, ok, root)
 
 
 @functools.partial(jax.jit, static_argnames=("kernel", "num_classes"))
@@ -473,7 +474,9 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
       g, gl = metrics_lib.gram_picture(normalise_rows(x), labels_np, num_classes=num_classes,
                                        per_class=config.gram_per_class)
       grams[layer] = (np.asarray(g), gl)
-      xa = jnp.matmul(normalise_rows(x), metrics_lib.psd_sqrt(out.m), precision=HIGHEST)
+      # The layer's own root: a second eigh here cost as much as the rest of the picture.
+      root = metrics_lib.psd_sqrt(out.m) if out.root is None else out.root
+      xa = jnp.matmul(normalise_rows(x), root, precision=HIGHEST)
       g, gl = metrics_lib.gram_picture(xa, labels_np, num_classes=num_classes,
                                        per_class=config.gram_per_class)
       grams_agop[layer] = (np.asarray(g), gl)
