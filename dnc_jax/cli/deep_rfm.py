@@ -792,6 +792,8 @@ def main(argv=None) -> int:
       out = state["out"]
       print(interrupted_message(out) if out else "deep_rfm: interrupted", file=sys.stderr)
       return getattr(e, "exit_code", 130)
+    finally:
+      clock.close()   # also when the options were refused before the run
   last = metrics["layers"][-1]
   print(f"wrote {run_cfg.out}: {len(metrics['layers'])} layers in {metrics['seconds_total']:.1f} s; "
         f"layer {last['layer']} NC1 (paper convention, tr Sigma_W/tr Sigma_B): "
