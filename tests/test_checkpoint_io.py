@@ -125,6 +125,10 @@ def test_interrupt_flushes_the_last_state_and_old_checkpoints_resume(full, tmp_p
     assert cli.main(["--out", str(out), "--resume", "--no-progress"]) == 0
     assert _layers(out) == _layers(full)
     assert not (out / "checkpoint").exists()
+    # The last line: the resumed run's time by phase (layers 3 and 4 only).
+    t = json.loads((out / "metrics.json").read_text())["timing"]
+    assert capsys.readouterr().out.splitlines()[-1] == cli.format_timing(t)
+    assert set(t["compile_by_layer"]) == {"3", "4"}
 
 
 _KILLED_WRITER = textwrap.dedent("""
