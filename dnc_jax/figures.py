@@ -200,7 +200,8 @@ def describe(runs: Sequence[Run]) -> str:
     return (f"Deep RFM, {c['run']['dataset']} n={c['n']}, {d.get('preset', '?')} preset, "
             f"{d['features']} D={width}, ridge {d['ridge']:g}")
   cc = c.get("config", {})
-  return f"{cc.get('model', '?').upper()}, {cc.get('dataset', '?')} n={cc.get('n')}"
+  n = c.get("dataset", {}).get("n", cc.get("n"))   # the loaded size (config n None: all)
+  return f"{cc.get('model', '?').upper()}, {cc.get('dataset', '?')} n={n}"
 
 
 # ----------------------------------------------------------------------------- numbers

@@ -36,10 +36,11 @@ def _plt():
   return plt
 
 
-def integer_ticks():
-  """A tick locator for layer or epoch axes: whole numbers only (no "2.5")."""
+def integer_ticks(nbins: int | str = 5):
+  """A tick locator for layer or epoch axes: whole numbers only (no "2.5"), at most
+  ``nbins`` intervals so that 4-digit epochs do not run into each other."""
   from matplotlib.ticker import MaxNLocator
-  return MaxNLocator(integer=True)
+  return MaxNLocator(nbins=nbins, integer=True)
 
 
 def legend_outside(ax, **kwargs):
