@@ -239,6 +239,10 @@ def _layer_nfa(kern: jax.Array, gram: jax.Array) -> dict:
           "cosine_sqrt_agop": metrics_lib.cosine_similarity(nfm, sqrt_g)}
 
 
+# Compiled once per shape (layer_spectra is called for every saved run it re-probes).
+_preactivation_grams = jax.jit(preactivation_grams, static_argnames=("batch_size",))
+
+
 def _layer_record(kern, gram, h, z, labels, num_classes, global_mean):
   """Probes of one layer from its input ``h [n, d]``, pre-activation ``z [n, m]`` and
   ``gram`` :math:`\\frac1n\\sum_i B_iᵀB_i` ``[m, m]``."""
@@ -420,7 +424,7 @@ def layer_spectra(hp: dict, h1: jax.Array, *, batch_size: int | None = None) -> 
   kernels = _head_kernels(hp)
   k = nets.readout_weight(hp).shape[0]
   bs = batch_size or default_probe_batch_size(h1.shape[0], k, [kk.shape[1] for kk in kernels])
-  grams = jax.jit(preactivation_grams, static_argnames=("batch_size",))(hp, h1, batch_size=int(bs))
+  grams = _preactivation_grams(hp, h1, batch_size=int(bs))
   return [(kern.shape[0], *_layer_spectra(kern, gram / h1.shape[0]))
           for kern, gram in zip(kernels, grams)]
 

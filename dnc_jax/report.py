@@ -18,6 +18,7 @@ text differs from what the summaries give (a test runs it on every document).
 from __future__ import annotations
 
 import importlib
+import math
 import pathlib
 import re
 from typing import Callable
@@ -95,6 +96,21 @@ def update_documents(paths, runs_root) -> list[str]:
       runs_lib.atomic_write_bytes(p, new.encode())
       changed.append(str(p))
   return changed
+
+
+def round_floats(x, digits: int):
+  """Floats to ``digits`` significant digits (recursively); other values unchanged.
+
+  Summaries keep no more digits than their measurements carry, so they stay small and
+  their diffs readable.
+  """
+  if isinstance(x, float):
+    return x if x == 0 or not math.isfinite(x) else float(f"{x:.{digits}g}")
+  if isinstance(x, dict):
+    return {k: round_floats(v, digits) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [round_floats(v, digits) for v in x]
+  return x
 
 
 def fmt(x: float, digits: int = 3) -> str:

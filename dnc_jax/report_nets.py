@@ -38,16 +38,6 @@ PAPER_NFA = {"mlp": (0.74, 0.13), "resnet18": (0.74, 0.17)}
 PAPER_CHANCE = 0.04
 
 
-def _round(x, digits: int = 5):
-  if isinstance(x, float):
-    return x if x == 0 or not math.isfinite(x) else float(f"{x:.{digits}g}")
-  if isinstance(x, dict):
-    return {k: _round(v, digits) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_round(v, digits) for v in x]
-  return x
-
-
 def _read_json(path: pathlib.Path) -> dict:
   try:
     return json.loads(path.read_text())
@@ -89,9 +79,9 @@ def export_run(run_dir, dest, *, keep_every: int = 50, baseline_draws: int = 20)
                               (json.dumps(config, indent=1) + "\n").encode())
   runs_lib.atomic_write_bytes(
       dest / "history.jsonl",
-      "".join(json.dumps(_round(r), separators=(",", ":")) + "\n" for r in lines).encode())
+      "".join(json.dumps(report.round_floats(r, 5), separators=(",", ":")) + "\n" for r in lines).encode())
   runs_lib.atomic_write_bytes(dest / "summary.json",
-                              (json.dumps(_round(summary), indent=1) + "\n").encode())
+                              (json.dumps(report.round_floats(summary, 5), indent=1) + "\n").encode())
   return dest
 
 

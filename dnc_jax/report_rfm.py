@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import sys
 
@@ -28,19 +27,6 @@ _METRIC_KEYS = ("tr_w", "tr_b", "nc1_papyan", "cdnv")
 _CONFIG_DROP_RUN = ("options", "compile_cache", "out", "overwrite", "progress", "resume")
 _DATASET_KEEP = ("name", "source", "size_train", "size_test", "counts_train", "counts_test",
                  "n", "n_test", "class_names", "class_proportions", "options")
-
-
-def _round(x, digits: int = 7):
-  """Floats to ``digits`` significant digits (recursively); other values unchanged."""
-  if isinstance(x, float):
-    if x == 0 or not math.isfinite(x):
-      return x
-    return float(f"{x:.{digits}g}")
-  if isinstance(x, dict):
-    return {k: _round(v, digits) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_round(v, digits) for v in x]
-  return x
 
 
 def gram_block_means(gram, labels) -> dict:
@@ -90,7 +76,7 @@ def compact_metrics(metrics: dict) -> dict:
                          if k in ("nc1", "nc2", "global_mean", "input", "agop", "features")}}
   if "gram_blocks" in metrics:
     out["gram_blocks"] = metrics["gram_blocks"]
-  return _round(out)
+  return report.round_floats(out, 7)
 
 
 def export_summary(run_dir, dest) -> pathlib.Path:
