@@ -6,6 +6,8 @@
 #     nohup bash bench/paper_networks.sh > runs/paper_networks.$lane.log 2>&1 &
 #   done
 #
+# ONLY=fm10k (any substring of the job names) runs only the matching jobs.
+#
 # MLP 5 x 512 (no biases, MSE on +-1 targets, SGD batch 128, lr 0.05, init 0.2 on
 # MNIST / 0.3 otherwise) to 500 epochs, probes every 10 epochs, seeds 0-2, on
 # mnist5k (4,000 training points) and Fashion-MNIST (first 10,000 training
@@ -51,6 +53,8 @@ step() {  # name, target epochs, options of a new run
 
 job() {  # name, max epochs, options: 500 epochs, then +100 until train acc >= 0.99 or max
   local name=$1 max=$2; shift 2
+  # ONLY=<pattern> restricts a lane to matching jobs (e.g. ONLY=fm10k).
+  case "$name" in *${ONLY:-}*) ;; *) return 0 ;; esac
   claim "$name" || return 0
   local target=500
   [ "$max" -lt 500 ] && target=$max
