@@ -3,7 +3,7 @@
 Both compute the Laplace-kernel predictor's AGOP at the training points with the
 self term masked, in float32 with HIGHEST precision, blocked over rows:
 
-* ``jacrev``: ``dnc_jax.agop.agop_sum`` of ``kernel_predictor`` (as Deep RFM runs it, with
+* ``jacrev``: ``dnc_jax.rfm.agop.agop_sum`` of ``kernel_predictor`` (as Deep RFM runs it, with
   class-centred distances);
 * ``closed form``: ``J_i = Σ_j α_j c_ij (x_i − x_j)ᵀ`` with
   ``c_ij = −k_ij / (L‖x_i − x_j‖)``, written as matmuls.
@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax import kernels as K
-from dnc_jax.agop import agop_sum, kernel_predictor
+from dnc_jax.rfm import kernels as K
+from dnc_jax.rfm.agop import agop_sum, kernel_predictor
 
 H = jax.lax.Precision.HIGHEST
 

@@ -69,9 +69,8 @@ def main(argv=None) -> int:
   from scipy.spatial.distance import cdist
 
   from dnc_jax import data as data_lib
-  import importlib
-  drfm = importlib.import_module("dnc_jax.deep_rfm")
-  from dnc_jax import features
+  from dnc_jax.rfm import driver as drfm
+  from dnc_jax.rfm import features
   from dnc_jax import metrics as metrics_lib
 
   gammas = [float(g) for g in args.gammas.split(",")]

@@ -45,12 +45,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax import features as F
-from dnc_jax import kernels as K
-from dnc_jax import krr as R
+from dnc_jax.rfm import features as F
+from dnc_jax.rfm import kernels as K
+from dnc_jax.rfm import krr as R
 from dnc_jax import metrics as MT
-from dnc_jax import memory as MEM
-from dnc_jax.agop import agop_sum, kernel_predictor
+from dnc_jax.rfm import memory as MEM
+from dnc_jax.rfm.agop import agop_sum, kernel_predictor
 
 H = jax.lax.Precision.HIGHEST
 
@@ -191,7 +191,7 @@ def bench_one(args, quiet=False):
   def metrics(z):
     return MT.collapse_from_stats(z, lab, MT.class_stats(z, lab, k))
 
-  from dnc_jax.deep_rfm import rfm_layer
+  from dnc_jax.rfm.driver import rfm_layer
   layer = functools.partial(rfm_layer, kernel="laplace", features="relu", width=width,
                             weight_init="uniform", num_classes=k, global_mean="sample", batch_size=bs)
   xt = x[:1]
@@ -236,10 +236,9 @@ def bench_one(args, quiet=False):
 
 def bench_run(args):
   """A whole Deep RFM run: counted FLOPs ÷ layer-loop time, against a plain matmul."""
-  import importlib
   from dnc_jax import data as data_lib
-  from dnc_jax import memory as memory_lib
-  drfm = importlib.import_module("dnc_jax.deep_rfm")
+  from dnc_jax.rfm import memory as memory_lib
+  from dnc_jax.rfm import driver as drfm
   extra = {"dim": args.dim} if args.dataset == "synthetic" else {}
   ds = data_lib.load_dataset(args.dataset, n=args.n, n_test=args.n_test, **extra)
   x, xt = ds.x_train.astype(np.float32), ds.x_test.astype(np.float32)

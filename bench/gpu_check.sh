@@ -50,6 +50,6 @@ if [[ "${1:-}" != "--small" ]]; then
     --dataset fashion_mnist --data-dir '$FM_DIR' --n 50000 --n-test 10000 --depth 19 \
     --features relu --seed 0 --precision float32 --no-progress --overwrite \
     --out /tmp/rfm_fm50000_relu_s0 && \
-    $PY -m dnc_jax.report_rfm export /tmp/rfm_fm50000_relu_s0 '$OUTDIR/rfm_fm50000_relu_s0'"
+    $PY -m dnc_jax.report.rfm export /tmp/rfm_fm50000_relu_s0 '$OUTDIR/rfm_fm50000_relu_s0'"
 fi
 echo; echo "gpu_check: done in $SECONDS s; JSON in $OUTDIR/"

@@ -51,7 +51,7 @@ for r in probe["layers"]:
   print(f"{r['layer']:>5}  {r['nfa']['sqrt_agop']:9.3f}  {c['input']:10.4g}  {c['right_singular']:14.4g}"
         f"  {c['full_layer']:8.4g}  {c['agop_projection']:12.4g}  {r['nc2']:.3g}")
 PY
-  $PY -m dnc_jax.report_nets export "$RUNS/$name" "$OUTDIR/net_$name" > /dev/null \
+  $PY -m dnc_jax.report.nets export "$RUNS/$name" "$OUTDIR/net_$name" > /dev/null \
     || echo "== $name: export failed"
 }
 

@@ -15,7 +15,7 @@
 # 100 epochs up to 2,000. VGG-11 and ResNet-18 with the MLP head on 500
 # Fashion-MNIST images for 10 epochs show the probes on conv backbones (a CPU
 # epoch of ResNet-18 on 1,000 images costs about 100 CPU-seconds).
-# Compact summaries: for d in runs/paper/*_s[0-9]*; do python -m dnc_jax.report_nets
+# Compact summaries: for d in runs/paper/*_s[0-9]*; do python -m dnc_jax.report.nets
 #   export "$d" "docs/runs/net_$(basename "$d")"; done   (finished runs only)
 set -uo pipefail
 cd "$(dirname "$0")/.."

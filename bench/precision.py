@@ -7,14 +7,13 @@ and whether they fall inside the range widened by its own width (``tol``: the
 curves of two seeds differ by about one range width, so a mode "stays within the
 seed spread" when it is no further from the seed range than seeds are from each
 other; layer 1, which no seed changes, gets a 1% floor). On a CPU the TF32
-rounding is emulated (``dnc_jax.precision``).
+rounding is emulated (``dnc_jax.rfm.precision``).
 
   python bench/precision.py --dataset digits --depth 19 --seeds 3
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ import numpy as np
 
 from dnc_jax import data as data_lib
 
-drfm = importlib.import_module("dnc_jax.deep_rfm")
+from dnc_jax.rfm import driver as drfm
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the Deep RFM jobs of bench/rfm_jobs.txt one after the other and exports each
-# finished run's compact summary to docs/runs/<name>/ (dnc_jax.report_rfm).
+# finished run's compact summary to docs/runs/<name>/ (dnc_jax.report.rfm).
 #
 #   nohup bash bench/rfm_queue.sh > runs/rfm_queue.log 2>&1 &
 #
@@ -36,7 +36,7 @@ while true; do
     $PY bin/deep_rfm $nargs --out "$out" --overwrite --no-progress; rc=$?
   fi
   if [[ $rc -eq 0 ]]; then
-    $PY -m dnc_jax.report_rfm export "$out" "$DOCS/$next" || failed[$next]=1
+    $PY -m dnc_jax.report.rfm export "$out" "$DOCS/$next" || failed[$next]=1
   else
     failed[$next]=1
   fi

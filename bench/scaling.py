@@ -37,7 +37,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import dnc_jax as dj  # noqa: E402
-from dnc_jax import sharded, solvers  # noqa: E402
+from dnc_jax.rfm import sharded  # noqa: E402
+from dnc_jax.rfm import solvers  # noqa: E402
 
 
 def mixture(n, d, k=10, seed=0, dtype=np.float32):

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
   p.add_argument("--data-dir", default=None)
   p.add_argument("--seeds", default="0,1,2")
   args = p.parse_args(argv)
-  from dnc_jax import report_rfm
+  from dnc_jax.report import rfm as report_rfm
   from dnc_jax.cli import deep_rfm as cli
   out = pathlib.Path(args.out)
   summaries = out / "summaries"

@@ -8,13 +8,13 @@ SGD) on ``--n`` points, each round times, one after the other:
   full batches, then the evaluation of the loss and accuracy on the ``n``
   training points and ``--n-test`` test points (``epoch``); and the SGD scan
   alone (``sgd pass``);
-* one probe of all five head layers (:func:`dnc_jax.probes.probe_head`: tail
+* one probe of all five head layers (:func:`dnc_jax.nets.probes.probe_head`: tail
   AGOPs, NFA correlations, NC1 decomposition, NC2).
 
 Timings of one round are taken seconds apart, so their ratios are robust to a
 machine whose load changes; the medians over ``--rounds`` rounds are printed:
 ``probe / epoch`` (target ≤ 3) and ``probe FLOP rate / matmul rate`` (target
-≥ 0.5, FLOPs counted by :func:`dnc_jax.probes.probe_flops`).
+≥ 0.5, FLOPs counted by :func:`dnc_jax.nets.probes.probe_flops`).
 
     .venv/bin/python bench/train_nn.py [--n 5000] [--rounds 5] [--json out.json]
 """
@@ -32,8 +32,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dnc_jax import nets, probes, runs  # noqa: E402
-from dnc_jax import train as train_lib  # noqa: E402
+from dnc_jax.nets import models as nets  # noqa: E402
+from dnc_jax.nets import probes  # noqa: E402
+from dnc_jax.io import runs  # noqa: E402
+from dnc_jax.nets import train as train_lib  # noqa: E402
 
 
 def _time(fn) -> float:

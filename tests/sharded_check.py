@@ -5,7 +5,6 @@ JAX fixes its device count when it starts, so the 4 simulated CPU devices
 Usage: ``python tests/sharded_check.py OUT.json``; writes relative errors and
 flags for the test to assert on.
 """
-import importlib
 import json
 import os
 import sys
@@ -21,9 +20,9 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 import dnc_jax as dj  # noqa: E402
 from dnc_jax import metrics as metrics_lib  # noqa: E402
-from dnc_jax import sharded  # noqa: E402
+from dnc_jax.rfm import sharded  # noqa: E402
 
-drfm = importlib.import_module("dnc_jax.deep_rfm")
+from dnc_jax.rfm import driver as drfm
 
 N, D, K, N_TEST = 150, 16, 5, 37        # N, N_TEST not multiples of 4: padding is exercised
 RANK, TOL = 16, 1e-12                   # few landmarks, so CG really iterates

@@ -116,8 +116,8 @@ def test_agop_rejects_a_single_vector():
 
 
 def _frame_agop(x, alpha, labels, k, batch_size, kernel="laplace"):
-  from dnc_jax import kernels
-  from dnc_jax.agop import agop_sum, kernel_predictor
+  from dnc_jax.rfm import kernels
+  from dnc_jax.rfm.agop import agop_sum, kernel_predictor
   x = jnp.asarray(x)
   frame = kernels.centred_frame(x, jnp.asarray(labels), k)
   f = kernel_predictor(x, jnp.asarray(alpha, x.dtype), kernel=kernel, bandwidth=2.0,

@@ -1,5 +1,4 @@
 """bin/deep_rfm checkpoints: written in the background, never half-read, exact on resume; timing."""
-import importlib
 import json
 import os
 import shutil
@@ -13,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from dnc_jax import runs
+from dnc_jax.io import runs
 from dnc_jax.cli import deep_rfm as cli
 from dnc_jax.errors import DncError
 
@@ -57,7 +56,7 @@ def test_rfm_layer_traces_once_per_input_width():
   """Counted from JAX's own trace events: 2 traces for depth 5 (d -> D, then D -> D)."""
   import jax
   from jax import monitoring
-  drfm = importlib.import_module("dnc_jax.deep_rfm")
+  from dnc_jax.rfm import driver as drfm
   traces = []
 
   def on_span(event, start, end, **kw):
@@ -133,7 +132,7 @@ def test_interrupt_flushes_the_last_state_and_old_checkpoints_resume(full, tmp_p
 
 _KILLED_WRITER = textwrap.dedent("""
   import sys, time
-  from dnc_jax import runs
+  from dnc_jax.io import runs
   from dnc_jax.cli import deep_rfm as cli
   real = runs.atomic_write_with
 
@@ -165,7 +164,8 @@ def test_killed_during_a_checkpoint_write_resumes_exactly(full, tmp_path):
   ckpt = out / "checkpoint"
   assert list(ckpt.glob(".state_0003.npz.*.tmp"))   # the half-written file, under a temporary name
   assert json.loads((ckpt / "state.json").read_text())["layer"] == 2
-  state = cli.load_checkpoint(ckpt, importlib.import_module("dnc_jax.deep_rfm"))
+  from dnc_jax.rfm import driver as drfm
+  state = cli.load_checkpoint(ckpt, drfm)
   assert state.layer == 2 and state.x.shape == (120, 48)
   assert cli.main(["--out", str(out), "--resume", "--no-progress"]) == 0
   assert _layers(out) == _layers(full)
@@ -173,7 +173,7 @@ def test_killed_during_a_checkpoint_write_resumes_exactly(full, tmp_path):
 
 def test_a_failed_checkpoint_write_is_one_line(tmp_path):
   (tmp_path / "file").write_text("")
-  drfm = importlib.import_module("dnc_jax.deep_rfm")
+  from dnc_jax.rfm import driver as drfm
   writer = cli.CheckpointWriter(tmp_path / "file" / "checkpoint")   # under a file: cannot be made
   writer.submit(drfm.DeepRFMState(1, np.zeros((2, 2)), np.zeros((1, 2)), [], {}, None, {}))
   with pytest.raises(DncError, match=r"^could not write the checkpoint in .*checkpoint: ") as err:
@@ -184,7 +184,7 @@ def test_a_failed_checkpoint_write_is_one_line(tmp_path):
 
 def test_a_failed_run_leaves_no_checkpoint_while_a_write_is_in_flight(tmp_path, monkeypatch,
                                                                         capsys):
-  drfm = importlib.import_module("dnc_jax.deep_rfm")
+  from dnc_jax.rfm import driver as drfm
   real = drfm.check_agop
 
   failed = threading.Event()

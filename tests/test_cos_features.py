@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dnc_jax import data as data_lib
-from dnc_jax import features
+from dnc_jax.rfm import features
 
 DRAWS = 200      # independent feature maps
 WIDTH = 784      # the authors' width (= input dimension)

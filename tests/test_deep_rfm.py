@@ -1,6 +1,5 @@
 """Deep RFM: the authors' layer-1 reference numbers, collapse, tracing, bad input."""
 import functools
-import importlib
 
 import chex
 import jax
@@ -14,7 +13,7 @@ from dnc_jax.errors import ConfigError, SolveError
 
 from conftest import FASHION_FIXTURE
 
-drfm = importlib.import_module("dnc_jax.deep_rfm")
+from dnc_jax.rfm import driver as drfm
 
 # SPEC §3: authors' code, Fashion-MNIST first 2000 training points, reference preset.
 REF_SAMPLE_MEAN = {"nc1_input": 1.7629, "nc1_agop": 0.5219, "nc2_input": 4.3178, "nc2_agop": 3.3305}

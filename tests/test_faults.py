@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 
 import dnc_jax as dj
-from dnc_jax import figures, krr, memory, plots, runs, theory
-from dnc_jax import train as train_lib
+from dnc_jax import theory
+from dnc_jax.viz import figures
+from dnc_jax.rfm import krr
+from dnc_jax.rfm import memory
+from dnc_jax.viz import collapse as plots
+from dnc_jax.io import runs
+from dnc_jax.nets import train as train_lib
 from dnc_jax.cli import deep_rfm as rfm_cli
 from dnc_jax.cli import figures as fig_cli
 from dnc_jax.cli import theory as theory_cli
@@ -66,7 +71,7 @@ def test_out_rules_are_the_same_in_every_command(command, tmp_path, unwritable, 
     raise AssertionError("work started before --out was checked")
   monkeypatch.setattr("dnc_jax.data.load_dataset", no_work)
   monkeypatch.setattr(theory_cli, "run", no_work)
-  monkeypatch.setattr("dnc_jax.figures.make_figures", no_work)
+  monkeypatch.setattr("dnc_jax.viz.figures.make_figures", no_work)
   afile = tmp_path / "afile"
   afile.write_text("x")
   for out, message in ((afile, f"--out {afile} is a file, not a directory"),

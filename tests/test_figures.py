@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from dnc_jax import figures
+from dnc_jax.viz import figures
 from dnc_jax.cli import deep_rfm as deep_rfm_cli
 from dnc_jax.errors import ConfigError
 

@@ -1,16 +1,17 @@
 """Memory planning: the layer estimate bounds XLA's buffer assignment; budgets are enforced."""
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnc_jax import kernels, krr, memory
+from dnc_jax.rfm import kernels
+from dnc_jax.rfm import krr
+from dnc_jax.rfm import memory
 from dnc_jax.errors import ConfigError
 
-drfm = importlib.import_module("dnc_jax.deep_rfm")
+from dnc_jax.rfm import driver as drfm
 
 
 def _compiled_layer_bytes(n, nt, d, width, k, bs):

@@ -55,7 +55,7 @@ def test_data_dir_is_refused_with_the_fix():
 
 
 def test_train_nn_defaults_use_the_paper_mnist_init():
-  from dnc_jax import train
+  from dnc_jax.nets import train
   assert train.paper_defaults("mlp", "mnist5k")["init"] == 0.2
   out = subprocess.run([sys.executable, "bin/train_nn", "--help"], cwd=REPO, capture_output=True,
                        text=True, check=True).stdout

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnc_jax import nets
+from dnc_jax.nets import models as nets
 from dnc_jax.errors import ConfigError
 
 K = 10

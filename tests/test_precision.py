@@ -1,15 +1,14 @@
 """Matmul precision modes: TF32 rounding and bf16 products against float64 NumPy."""
-import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnc_jax import precision
+from dnc_jax.rfm import precision
 from dnc_jax.errors import ConfigError
 
-drfm = importlib.import_module("dnc_jax.deep_rfm")
+from dnc_jax.rfm import driver as drfm
 
 
 def _np_round_tf32(x):
@@ -81,7 +80,7 @@ def test_cli_refuses_matmul_precision_with_float64(tmp_path, capsys):
 
 
 def test_sharded_path_refuses_a_cheaper_mode(key):
-  from dnc_jax import sharded
+  from dnc_jax.rfm import sharded
   x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
   cfg = drfm.preset_config("reference", depth=1, width=8, matmul_precision="bf16")
   with pytest.raises(ConfigError, match="single-device Cholesky path"):

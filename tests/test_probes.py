@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnc_jax import nets, probes
+from dnc_jax.nets import models as nets
+from dnc_jax.nets import probes
 
 
 def _np_nc1(x, y, k):

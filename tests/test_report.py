@@ -6,7 +6,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from dnc_jax import report, report_nets
+from dnc_jax.report import tables as report
+from dnc_jax.report import nets as report_nets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The documents that quote generated tables (others hold none to check).
@@ -93,7 +94,7 @@ def test_network_tables_from_summaries(tmp_path):
 
 def test_export_and_docs_commands_end_to_end(tmp_path, monkeypatch):
   """train → bin/figures --export → a document block → bin/figures --docs, on tiny data."""
-  from dnc_jax import train
+  from dnc_jax.nets import train
   from dnc_jax.cli import figures as cli
   cfg = train.TrainConfig(model="mlp", dataset="digits", n=200, n_test=50, epochs=2, width=16,
                           depth=2, measure_every=1, progress=False)

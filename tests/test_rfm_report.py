@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from dnc_jax import report_rfm
+from dnc_jax.report import rfm as report_rfm
 
 RUNS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "runs"
 
@@ -79,7 +79,8 @@ def test_collapsed_nc2_of_imbalanced_classes():
 
 def test_tables_quote_what_bin_figures_computes():
   """Every per-layer mean in a Deep RFM table is bin/figures' mean over the same summaries."""
-  from dnc_jax import figures, report
+  from dnc_jax.viz import figures
+  from dnc_jax.report import tables as report
   runs = _summaries("rfm_fm2000_reference")
   fig = figures.rfm_summary(figures.find_runs([RUNS / r["name"] for r in runs]))
   table = report_rfm.layer_table(RUNS, "rfm_fm2000_reference")
@@ -97,10 +98,8 @@ def test_tables_quote_what_bin_figures_computes():
 
 def test_agop_gram_picture_is_x_times_sqrt_m():
   """The recorded Gram picture of X̃_1 = X_1 M_1^½, rebuilt in float64 NumPy from M_1."""
-  import importlib
-
   import jax
-  drfm = importlib.import_module("dnc_jax.deep_rfm")
+  from dnc_jax.rfm import driver as drfm
   rng = np.random.default_rng(0)
   k, per, d = 3, 8, 6
   labels = np.repeat(np.arange(k), per)

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from dnc_jax import sharded
+from dnc_jax.rfm import sharded
 from dnc_jax.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))

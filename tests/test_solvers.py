@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnc_jax import solvers
+from dnc_jax.rfm import solvers
 from dnc_jax.errors import ConfigError, SolveError
 
 

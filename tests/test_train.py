@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from dnc_jax import nets
-from dnc_jax import train as train_lib
+from dnc_jax.nets import models as nets
+from dnc_jax.nets import train as train_lib
 from dnc_jax.cli import train_nn
 from dnc_jax.errors import ConfigError
 

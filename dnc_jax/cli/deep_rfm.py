@@ -227,8 +227,7 @@ def _resume_options(args, argv) -> argparse.Namespace:
 
 def _rfm_config(opts: dict):
   """The :class:`DeepRFMConfig` that parsed options ``opts`` (a dict) resolve to."""
-  import importlib
-  drfm = importlib.import_module("dnc_jax.deep_rfm")  # the module, not dj.deep_rfm the function
+  from dnc_jax.rfm import driver as drfm
   return drfm.preset_config(
       opts["preset"], depth=opts["depth"], kernel=opts.get("kernel"),
       bandwidth=opts.get("bandwidth"), ridge=opts.get("ridge"), features=opts["features"],
@@ -509,13 +508,11 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
   with clock.phase("import"):
     import jax
     import numpy as np
-
-    import importlib
-
-    from dnc_jax import memory as memory_lib
+    from dnc_jax.rfm import memory as memory_lib
     from dnc_jax import metrics as metrics_lib
-    from dnc_jax import plots, runs
-    drfm = importlib.import_module("dnc_jax.deep_rfm")
+    from dnc_jax.viz import collapse as plots
+    from dnc_jax.io import runs
+    from dnc_jax.rfm import driver as drfm
 
   out = check_out(run_cfg)
   with clock.phase("data"):
@@ -583,7 +580,7 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
       if devices > 1 or run_cfg.solver != "cholesky":
         if rfm_cfg.memory_gb is not None:
           common["memory_bytes"] = budget
-        from dnc_jax import sharded
+        from dnc_jax.rfm import sharded
         result = sharded.sharded_deep_rfm(x, ds.y_train, planned, devices=devices,
                                           solver=run_cfg.solver, cg_tol=run_cfg.cg_tol,
                                           cg_max_iter=run_cfg.cg_max_iter, cg_rank=run_cfg.cg_rank,
@@ -604,7 +601,7 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
     runs.check_interrupt()   # every layer is saved; the final KRR reruns on resume
     total = time.perf_counter() - t0
     peak = memory_lib.peak_bytes()
-    from dnc_jax import report_rfm
+    from dnc_jax.report import rfm as report_rfm
     grams_agop = result.grams_agop or {}
     gram_blocks = {str(l): {"input": report_rfm.gram_block_means(g, lab)}
                    for l, (g, lab) in sorted(result.grams.items())}
@@ -633,7 +630,7 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
                                    if "memory_estimate_bytes" in r), default=None),
             "note": "peak_device_bytes: the accelerator allocator's peak (null on a CPU); "
                     "peak_host_bytes: the process's peak resident set (where a CPU run's arrays "
-                    "live); estimate_bytes: dnc_jax.memory's bound for the largest layer",
+                    "live); estimate_bytes: dnc_jax.rfm.memory's bound for the largest layer",
         },
     }
     # Written only once the run has succeeded: a failed run leaves nothing behind.
@@ -677,8 +674,8 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
 
 
 def check_out(run_cfg: RunConfig) -> pathlib.Path:
-  """The ``--out`` rules (:func:`dnc_jax.runs.check_out`); an interrupted run needs --resume."""
-  from dnc_jax import runs
+  """The ``--out`` rules (:func:`dnc_jax.io.runs.check_out`); an interrupted run needs --resume."""
+  from dnc_jax.io import runs
   return runs.check_out(run_cfg.out, overwrite=run_cfg.overwrite, resume=run_cfg.resume,
                         unfinished=CHECKPOINT, resume_hint="--resume")
 
@@ -711,7 +708,7 @@ def load_data(run_cfg: RunConfig):
 
 def save_checkpoint(ckpt: pathlib.Path, state) -> None:
   """Writes the state after a layer: arrays first, then the JSON that points at them."""
-  from dnc_jax import runs
+  from dnc_jax.io import runs
   import numpy as np
   arrays = {"x": state.x, "x_test": state.x_test}
   for layer, (g, lab) in state.grams.items():
@@ -766,7 +763,7 @@ def interrupted_message(out) -> str:
 
 
 def main(argv=None) -> int:
-  from dnc_jax import runs
+  from dnc_jax.io import runs
   clock = PhaseClock(from_process_start=True)
   state = {"out": None}
 

@@ -6,9 +6,9 @@ Runs that differ only in their seed are grouped; each group gives ``<group>_nc1`
 also ``compare_nc1``. ``summary.md`` and ``summary.json`` hold the numbers behind them.
 
 ``--export DEST`` writes the compact, committable summary of each run into
-``DEST/<run folder name>`` (:mod:`dnc_jax.report_rfm`, :mod:`dnc_jax.report_nets`);
+``DEST/<run folder name>`` (:mod:`dnc_jax.report.rfm`, :mod:`dnc_jax.report.nets`);
 ``--docs`` recomputes every generated table of the documents from the summaries in
-``--runs-root`` (:mod:`dnc_jax.report`).
+``--runs-root`` (:mod:`dnc_jax.report.tables`).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _docs(paths, runs_root) -> int:
   import pathlib
-  from dnc_jax import report
+  from dnc_jax.report import tables as report
   docs = [pathlib.Path(p) for p in paths] or sorted(pathlib.Path("docs").glob("*.md"))
   missing = [str(p) for p in docs if not p.is_file()]
   if missing:
@@ -77,11 +77,12 @@ def _docs(paths, runs_root) -> int:
 
 def _export(runs_arg, dest) -> int:
   import pathlib
-  from dnc_jax import report_nets, report_rfm
+  from dnc_jax.report import nets as report_nets
+  from dnc_jax.report import rfm as report_rfm
   if not runs_arg:
     print("figures: error: --export needs the run directories to export", file=sys.stderr)
     return 2
-  from dnc_jax import runs
+  from dnc_jax.io import runs
   try:
     # A writable folder; the summaries in it are updated in place.
     runs.check_out(dest, resume=True, flag="--export")
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
     print("figures: error: give run directories and --out (or --docs / --export)",
           file=sys.stderr)
     return 2
-  from dnc_jax import figures
+  from dnc_jax.viz import figures
   try:
     gram_layers = tuple(int(v) for v in args.gram_layers.split(",") if v.strip())
   except ValueError:
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
           file=sys.stderr)
     return 2
   formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
-  from dnc_jax import runs
+  from dnc_jax.io import runs
   with runs.deferred_interrupts():
     try:
       runs.check_out(args.out, overwrite=args.overwrite, markers=RUN_FILES)

@@ -235,7 +235,7 @@ def run(cfg: TheoryConfig) -> dict:
 
   root = jax.random.key(cfg.seed)
   keys = {check: jax.random.fold_in(root, i) for i, check in enumerate(CHECKS)}
-  from dnc_jax import runs
+  from dnc_jax.io import runs
   reports, seconds = {}, {}
   for i, check in enumerate(cfg.checks):
     runs.check_interrupt()   # between checks: nothing is half-computed
@@ -446,7 +446,8 @@ TABLES = {"thm53": tables_thm53, "lemma_c2": tables_lemma_c2, "thm54": tables_th
 
 def save(cfg: TheoryConfig, out: dict) -> pathlib.Path:
   """Writes config.json, results.json, summary.md and the figures; returns the directory."""
-  from dnc_jax import runs, theory
+  from dnc_jax import theory
+  from dnc_jax.io import runs
   d = pathlib.Path(cfg.out)
 
   def write(name, text):
@@ -476,13 +477,13 @@ def save(cfg: TheoryConfig, out: dict) -> pathlib.Path:
 
 
 def check_out(cfg: TheoryConfig) -> None:
-  """The ``--out`` rules of every command (:func:`dnc_jax.runs.check_out`)."""
-  from dnc_jax import runs
+  """The ``--out`` rules of every command (:func:`dnc_jax.io.runs.check_out`)."""
+  from dnc_jax.io import runs
   runs.check_out(cfg.out, overwrite=cfg.overwrite, markers=RUN_FILES)
 
 
 def main(argv=None) -> int:
-  from dnc_jax import runs
+  from dnc_jax.io import runs
   t0 = time.perf_counter()
 
   def on_first(signum):

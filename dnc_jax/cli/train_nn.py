@@ -1,6 +1,6 @@
 """``bin/train_nn``: train an MLP, VGG-11 or ResNet-18 and probe its head every few epochs.
 
-parse → :class:`dnc_jax.train.TrainConfig` → :func:`dnc_jax.train.train` → files in
+parse → :class:`dnc_jax.nets.train.TrainConfig` → :func:`dnc_jax.nets.train.train` → files in
 ``--out``: ``config.json``, ``history.jsonl``, ``metrics.json``, ``metrics.csv``,
 ``checkpoints/``, ``nc1_decomposition.png`` (Figs. 2, 7–9), ``training.png``
 (Figs. 10–12).
@@ -94,7 +94,7 @@ def parse(argv=None, *, with_overwrite: bool = False):
 
   Raises DncError on bad options.
   """
-  from dnc_jax import train as train_lib
+  from dnc_jax.nets import train as train_lib
   args = build_parser().parse_args(argv)
   if with_overwrite:
     return (*parse(argv), bool(args.overwrite))
@@ -127,14 +127,14 @@ def parse(argv=None, *, with_overwrite: bool = False):
 
 
 def run(cfg, out, resume: bool, plots: bool):
-  """Trains, then writes the figures; returns the :class:`dnc_jax.train.TrainResult`."""
+  """Trains, then writes the figures; returns the :class:`dnc_jax.nets.train.TrainResult`."""
   import jax
   if cfg.x64:
     jax.config.update("jax_enable_x64", True)
-  from dnc_jax import train as train_lib
+  from dnc_jax.nets import train as train_lib
   result = train_lib.train(cfg, out_dir=out, resume=resume)
   if plots:
-    from dnc_jax import train_plots
+    from dnc_jax.viz import training as train_plots
     title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
     train_plots.plot_nc1_decomposition([result.history], pathlib.Path(out) / "nc1_decomposition",
                                        title=title)
@@ -144,7 +144,7 @@ def run(cfg, out, resume: bool, plots: bool):
 
 def latest_checkpoint(out) -> int | None:
   """The epoch of the newest checkpoint in ``out`` (None when there is none)."""
-  from dnc_jax import train as train_lib
+  from dnc_jax.nets import train as train_lib
   folder = pathlib.Path(out) / train_lib.CHECKPOINT_DIR
   steps = [int(p.name) for p in folder.glob("*") if p.name.isdigit() and p.is_dir()] \
       if folder.is_dir() else []
@@ -152,8 +152,8 @@ def latest_checkpoint(out) -> int | None:
 
 
 def check_out(out, *, resume: bool, overwrite: bool) -> None:
-  """The ``--out`` rules (:func:`dnc_jax.runs.check_out`); a run to resume needs a checkpoint."""
-  from dnc_jax import runs
+  """The ``--out`` rules (:func:`dnc_jax.io.runs.check_out`); a run to resume needs a checkpoint."""
+  from dnc_jax.io import runs
   runs.check_out(out, overwrite=overwrite, resume=resume, markers=RUN_FILES,
                  resume_hint=f"--resume {out}")
   if not (resume or overwrite) and latest_checkpoint(out) is not None:
@@ -168,8 +168,8 @@ def clear_run(out) -> None:
   """Removes the files of an earlier run in ``out`` (only those) before a new run."""
   import shutil
 
-  from dnc_jax import runs
-  from dnc_jax import train as train_lib
+  from dnc_jax.io import runs
+  from dnc_jax.nets import train as train_lib
   runs.clear_run_files(pathlib.Path(out), OUTPUT_FILES)
   shutil.rmtree(pathlib.Path(out) / train_lib.CHECKPOINT_DIR, ignore_errors=True)
 
@@ -213,8 +213,8 @@ def interrupted_message(out) -> str:
 
 
 def main(argv=None) -> int:
-  from dnc_jax import runs
-  from dnc_jax import train as train_lib
+  from dnc_jax.io import runs
+  from dnc_jax.nets import train as train_lib
   state = {"out": None}
 
   def on_second(signum):

@@ -8,10 +8,10 @@ gives one set of figures, averaged over its seeds:
 ================================  ====================================  =======================
 paper                             file (``<group>_...``)                drawn by
 ================================  ====================================  =======================
-Figs. 1, 5, 6 (Gram pictures)     ``gram`` (first seed)                 :func:`dnc_jax.plots.plot_grams`
-Figs. 3, 4 (NC1 / NC2 vs layer)   ``nc1``, ``nc2``                      :func:`dnc_jax.plots.plot_collapse`
-Figs. 2, 7–9 (NC1 decomposition)  ``nc1_decomposition``                 :func:`dnc_jax.train_plots.plot_nc1_decomposition`
-Figs. 10–12 (ratios, NFA, loss)   ``training``                          :func:`dnc_jax.train_plots.plot_training`
+Figs. 1, 5, 6 (Gram pictures)     ``gram`` (first seed)                 :func:`dnc_jax.viz.collapse.plot_grams`
+Figs. 3, 4 (NC1 / NC2 vs layer)   ``nc1``, ``nc2``                      :func:`dnc_jax.viz.collapse.plot_collapse`
+Figs. 2, 7–9 (NC1 decomposition)  ``nc1_decomposition``                 :func:`dnc_jax.viz.training.plot_nc1_decomposition`
+Figs. 10–12 (ratios, NFA, loss)   ``training``                          :func:`dnc_jax.viz.training.plot_training`
 (none: preset comparison)         ``compare_nc1`` (all Deep RFM groups) :func:`plot_compare`
 ================================  ====================================  =======================
 
@@ -378,7 +378,7 @@ def _pick_gram_layers(available: Iterable[int], wanted: Sequence[int]) -> list[i
 def rfm_figures(name: str, runs: Sequence[Run], out, *, formats=("png", "pdf"),
                 band_floor: float = BAND_FLOOR, gram_layers=GRAM_LAYERS) -> list[str]:
   """NC1 and NC2 against layer (Figs. 3/4) and the Gram pictures (Figs. 1/5/6) of a group."""
-  from dnc_jax import plots
+  from dnc_jax.viz import collapse as plots
   out = pathlib.Path(out)
   label = describe(runs)
   depth = min(len(r.metrics["layers"]) for r in runs)
@@ -404,7 +404,8 @@ def rfm_figures(name: str, runs: Sequence[Run], out, *, formats=("png", "pdf"),
 
 def nn_figures(name: str, runs: Sequence[Run], out, *, formats=("png", "pdf")) -> list[str]:
   """NC1 decomposition (Figs. 2/7–9) and ratios / NFA / loss (Figs. 10–12) of a group."""
-  from dnc_jax import plots, train_plots
+  from dnc_jax.viz import collapse as plots
+  from dnc_jax.viz import training as train_plots
   out = pathlib.Path(out)
   histories = [r.history for r in runs]
   label = describe(runs) + (f", mean ± 1 sd over {len(runs)} seeds" if len(runs) > 1 else "")
@@ -434,7 +435,7 @@ def plot_compare(groups: dict[str, Sequence[Run]], path, *, metric: str = "nc1",
                  reps: Sequence[str] = ("agop", "features"), band_floor: float = BAND_FLOOR,
                  formats=("png", "pdf")) -> list[str]:
   """One panel: ``metric`` against layer for several Deep RFM groups (e.g. two presets)."""
-  from dnc_jax import plots
+  from dnc_jax.viz import collapse as plots
   plt = plots._plt()
   fig, ax = plt.subplots(figsize=(5.6, 3.8))
   colours = plt.get_cmap("tab10")(np.arange(len(groups)) % 10)
@@ -481,7 +482,7 @@ def make_figures(paths: Iterable, out, *, formats=("png", "pdf"), band_floor: fl
   out.mkdir(parents=True, exist_ok=True)
   groups = group_runs(find_runs(paths))
   files, summaries, md = [], {}, []
-  from dnc_jax.runs import check_interrupt
+  from dnc_jax.io.runs import check_interrupt
   for name, runs in groups.items():
     check_interrupt()   # between groups: every file written so far is whole
     if runs[0].kind == "deep_rfm":
@@ -496,7 +497,7 @@ def make_figures(paths: Iterable, out, *, formats=("png", "pdf"), band_floor: fl
   if compare and len(rfm_groups) > 1:
     files += plot_compare(rfm_groups, out / "compare_nc1.png", band_floor=band_floor,
                           formats=formats)
-  from dnc_jax import runs as runs_lib
+  from dnc_jax.io import runs as runs_lib
   runs_lib.atomic_write_bytes(out / "summary.json", json.dumps(summaries, indent=1).encode())
   runs_lib.atomic_write_bytes(out / "summary.md", "\n".join(md).encode())
   return {"files": files, "groups": summaries}

@@ -17,7 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from dnc_jax import kernels as kernels_lib
+from dnc_jax.rfm import kernels as kernels_lib
 from dnc_jax.errors import ConfigError, SolveError
 
 HIGHEST = jax.lax.Precision.HIGHEST

@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from dnc_jax import kernels as kernels_lib
-from dnc_jax import memory as memory_lib
-from dnc_jax import precision as precision_lib
+from dnc_jax.rfm import kernels as kernels_lib
+from dnc_jax.rfm import memory as memory_lib
+from dnc_jax.rfm import precision as precision_lib
 from dnc_jax.errors import ConfigError
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -59,7 +59,7 @@ def agop_sum(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, *,
       derivatives are taken w.r.t. the row only.
     x: ``[n, ...]`` rows.
     batch_size: rows per block (static).
-    matmul_precision: precision of the ``JᵀJ`` products (:mod:`dnc_jax.precision`).
+    matmul_precision: precision of the ``JᵀJ`` products (:mod:`dnc_jax.rfm.precision`).
 
   Returns:
     ``[p, p]`` with ``p = prod(x.shape[1:])``.
@@ -137,13 +137,13 @@ def kernel_predictor(x_train: jax.Array, alpha: jax.Array, *, kernel: str, bandw
   gradient (``i`` is the row's index in ``x_train``; pass ``-1`` or any index
   ``≥ n`` for a point that is not a training point).
 
-  With a :class:`~dnc_jax.kernels.CentredFrame` of ``x_train`` (and ``M=None``),
+  With a :class:`~dnc_jax.rfm.kernels.CentredFrame` of ``x_train`` (and ``M=None``),
   distances are computed relative to class means, which keeps float32 accurate
   when classes have collapsed; row ``i``'s centre is its class mean, other
   queries use the nearest class mean; ``matmul_precision`` applies to its
   distance products (and so to the Jacobian products of reverse mode). This
   predictor is differentiated in reverse mode by the rules of
-  :func:`~dnc_jax.kernels.frame_row_sq_distances` and ``_contract`` (one pass
+  :func:`~dnc_jax.rfm.kernels.frame_row_sq_distances` and ``_contract`` (one pass
   over each ``[B, K, N]`` cotangent block); forward mode is not defined for it.
   """
   kfn = kernels_lib.kernel_from_sq(kernel)

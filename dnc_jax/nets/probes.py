@@ -47,9 +47,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from dnc_jax.agop import agop_sum, default_batch_size
+from dnc_jax.rfm.agop import agop_sum, default_batch_size
 from dnc_jax import metrics as metrics_lib
-from dnc_jax import nets
+from dnc_jax.nets import models as nets
 from dnc_jax.errors import ConfigError
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -84,7 +84,7 @@ def tail_agop(hp: dict, h: jax.Array, *, layer: int, batch_size: int) -> jax.Arr
   r"""AGOP of the head tail from ``layer`` (0-based; ``L`` = readout) w.r.t. its input.
 
   Args:
-    hp: head parameters (:func:`dnc_jax.nets.head_params`).
+    hp: head parameters (:func:`dnc_jax.nets.models.head_params`).
     h: ``[n, d_l]`` inputs of that layer.
     layer: 0-based layer index.
     batch_size: rows per Jacobian block.

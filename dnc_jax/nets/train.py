@@ -13,13 +13,13 @@ jitted ``lax.scan``; a final partial batch (``N mod B`` points) is one more call
 of the same step.
 
 Every ``measure_every`` epochs (and at epoch 0) the head is probed
-(:mod:`dnc_jax.probes`) on the training set and an orbax checkpoint is written.
+(:mod:`dnc_jax.nets.probes`) on the training set and an orbax checkpoint is written.
 Each epoch appends one record to ``history.jsonl`` (rewritten atomically, before
 the checkpoint of that epoch, so the history always covers the latest
 checkpoint); the run directory also holds ``config.json``, ``metrics.json`` and
 ``metrics.csv``. A non-finite loss stops the run with :class:`DivergenceError`,
 naming the epoch; the last good state is kept as a checkpoint. A SIGINT or
-SIGTERM caught by :func:`dnc_jax.runs.deferred_interrupts` stops the run at the
+SIGTERM caught by :func:`dnc_jax.io.runs.deferred_interrupts` stops the run at the
 end of the current epoch, after a checkpoint of that epoch.
 
 References:
@@ -43,9 +43,9 @@ import numpy as np
 import optax
 
 from dnc_jax import metrics as metrics_lib
-from dnc_jax import nets
-from dnc_jax import probes as probes_lib
-from dnc_jax import runs
+from dnc_jax.nets import models as nets
+from dnc_jax.nets import probes as probes_lib
+from dnc_jax.io import runs
 from dnc_jax.errors import ConfigError, DncError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -585,7 +585,7 @@ def probe_saved(run_dir, *, epoch: int | None = None, baseline_draws: int = 20,
   Epoch 0 is rebuilt from the seed (initialisation is deterministic); other
   epochs are read from the run's checkpoints (the latest when ``epoch`` is
   None). Each layer record gets ``nfa_baseline``: mean and sd over
-  ``baseline_draws`` draws of :func:`dnc_jax.probes.nfa_baseline` applied to
+  ``baseline_draws`` draws of :func:`dnc_jax.nets.probes.nfa_baseline` applied to
   ``WᵀW`` and ``G^{1/2}``.
 
   Returns:

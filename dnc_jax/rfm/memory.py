@@ -1,6 +1,6 @@
 r"""Memory budget of a Deep RFM layer: block sizes from a budget, and peak use.
 
-A layer (:func:`dnc_jax.deep_rfm.rfm_layer`, one jit) goes through two phases
+A layer (:func:`dnc_jax.rfm.driver.rfm_layer`, one jit) goes through two phases
 that XLA lays out in the same memory:
 
 * the solve: the ``[N, N]`` kernel matrix and its Cholesky factor. XLA

@@ -29,7 +29,7 @@ TableFn = Callable[[pathlib.Path], str]
 _TABLES: dict[str, TableFn] = {}
 # Modules whose import registers tables (imported on first use, so that this
 # module stays importable without them).
-TABLE_MODULES = ("dnc_jax.report_nets", "dnc_jax.report_rfm")
+TABLE_MODULES = ("dnc_jax.report.nets", "dnc_jax.report.rfm")
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)",
                     re.S)
 
@@ -87,7 +87,7 @@ def stale_blocks(text: str, runs_root) -> list[str]:
 
 def update_documents(paths, runs_root) -> list[str]:
   """Rewrites the generated blocks of each document in place; returns those changed."""
-  from dnc_jax import runs as runs_lib
+  from dnc_jax.io import runs as runs_lib
   changed = []
   for p in map(pathlib.Path, paths):
     old = p.read_text()

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dnc_jax import precision as precision_lib
+from dnc_jax.rfm import precision as precision_lib
 from dnc_jax.errors import ConfigError
 
 FEATURES = ("relu", "cos")
@@ -73,7 +73,7 @@ def apply_features(params: FeatureParams, z: jax.Array, kind: str, *,
                    matmul_precision: str = "highest") -> jax.Array:
   """Applies the feature map to rows ``z`` ``[n, d]``; returns ``[n, D]``.
 
-  ``matmul_precision``: see :mod:`dnc_jax.precision`.
+  ``matmul_precision``: see :mod:`dnc_jax.rfm.precision`.
   """
   pre = precision_lib.matmul(z, params.w.T, matmul_precision) + params.b
   if kind == "relu":

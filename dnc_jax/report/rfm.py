@@ -4,15 +4,15 @@ r"""Deep RFM run summaries under ``docs/runs/`` and the tables the documents quo
 summary (``config.json`` and ``metrics.json``; per layer only NC1, NC2 and the
 traces of the three representations, the accuracies, timings and the Gram
 block means, no arrays), small enough to commit. The summary is itself a run
-directory that :func:`dnc_jax.figures.load_run` reads, so ``bin/figures``
+directory that :func:`dnc_jax.viz.figures.load_run` reads, so ``bin/figures``
 draws the NC curves from it.
 
-The table functions below (registered with :func:`dnc_jax.report.table`)
+The table functions below (registered with :func:`dnc_jax.report.tables.table`)
 compute every Deep RFM table of ``docs/reproduction.md`` from those summaries.
 
 Usage::
 
-    python -m dnc_jax.report_rfm export runs/rfm/NAME docs/runs/NAME
+    python -m dnc_jax.report.rfm export runs/rfm/NAME docs/runs/NAME
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def export_summary(run_dir, dest) -> pathlib.Path:
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 3 or argv[0] != "export":
-    print("usage: python -m dnc_jax.report_rfm export RUN_DIR DEST", file=sys.stderr)
+    print("usage: python -m dnc_jax.report.rfm export RUN_DIR DEST", file=sys.stderr)
     return 2
   print(export_summary(argv[1], argv[2]))
   return 0
@@ -126,7 +126,7 @@ if __name__ == "__main__":
 # folders are named ``rfm_<group>_s<seed>``; a group's seeds are averaged (mean ± sd,
 # ddof = 1). A group with no summary yet gives a line saying so.
 
-from dnc_jax import report  # noqa: E402  (the registry; report.py imports this module lazily)
+from dnc_jax.report import tables as report  # noqa: E402  (the registry; report.py imports this module lazily)
 
 SPEC_LAYER1 = {"nc1_input": 1.7629, "nc1_agop": 0.5219, "nc2_input": 4.3178, "nc2_agop": 3.3305}
 SPEC_LAYER10_AUTHORS = 0.00062      # NC1 of Φ at layer 10, authors' convention (NC1 / K)

@@ -1,6 +1,6 @@
 r"""Deep RFM with the training rows sharded over a 1-D device mesh.
 
-The same Algorithm 1 as :mod:`dnc_jax.deep_rfm`, written with JAX's SPMD
+The same Algorithm 1 as :mod:`dnc_jax.rfm.driver`, written with JAX's SPMD
 machinery: a :class:`jax.sharding.Mesh` with one axis ``"rows"``, arrays placed
 with :class:`jax.sharding.NamedSharding`, and each layer one ``jit`` of a
 ``jax.shard_map`` body with explicit collectives. On ``P`` devices, with
@@ -29,10 +29,10 @@ The training rows themselves are all-gathered once per layer (``N d`` floats
 per device): the kernel predictor's centres are all rows. The ``[N, N]`` kernel
 matrix is never on one device with ``solver="cg"``.
 
-Distances use the class-centred frame of :mod:`dnc_jax.kernels` built from the
+Distances use the class-centred frame of :mod:`dnc_jax.rfm.kernels` built from the
 psum-reduced class means, exactly as the one-device layer does, and the self
 term of the AGOP is masked by **global** row index, so on float64 the sharded
-layer reproduces :func:`dnc_jax.deep_rfm.rfm_layer` to rounding (tests check
+layer reproduces :func:`dnc_jax.rfm.driver.rfm_layer` to rounding (tests check
 relative ``1e-8``). Collapse metrics come from per-class sufficient statistics
 reduced across devices — counts and sums first, then a second pass over the
 rows for the squared within-class and total deviations (stable, unlike
@@ -53,7 +53,6 @@ References:
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import math
 import time
@@ -64,17 +63,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dnc_jax import features as features_lib
-from dnc_jax import kernels as kernels_lib
-from dnc_jax import krr as krr_lib
-from dnc_jax import memory as memory_lib
+from dnc_jax.rfm import features as features_lib
+from dnc_jax.rfm import kernels as kernels_lib
+from dnc_jax.rfm import krr as krr_lib
+from dnc_jax.rfm import memory as memory_lib
 from dnc_jax import metrics as metrics_lib
-from dnc_jax import solvers
-from dnc_jax.agop import agop_sum, kernel_predictor
+from dnc_jax.rfm import solvers
+from dnc_jax.rfm.agop import agop_sum, kernel_predictor
 from dnc_jax.errors import ConfigError
 
 # The package re-exports the function `deep_rfm`, which shadows the module name.
-drfm = importlib.import_module("dnc_jax.deep_rfm")
+from dnc_jax.rfm import driver as drfm
 
 HIGHEST = jax.lax.Precision.HIGHEST
 AXIS = "rows"
@@ -346,7 +345,7 @@ def sharded_rfm_layer(x, x_test, y, labels, key, bandwidth, ridge, sigma, *, mes
                       solver: str = "cholesky", cg_tol: float | None = None,
                       cg_max_iter: int = 2000, cg_rank: int = 1000,
                       preconditioner: str = "nystrom", memory_bytes: int | None = None):
-  r""":func:`dnc_jax.deep_rfm.rfm_layer` with the rows sharded over ``mesh``.
+  r""":func:`dnc_jax.rfm.driver.rfm_layer` with the rows sharded over ``mesh``.
 
   Same arguments and outputs as ``rfm_layer`` (``x`` ``[N, d]``, ``x_test``
   ``[N_test, d]``, ``y`` ``[N, K]``, ``labels`` ``[N]``); rows are padded to a
@@ -356,7 +355,7 @@ def sharded_rfm_layer(x, x_test, y, labels, key, bandwidth, ridge, sigma, *, mes
     mesh: a 1-D mesh with axis ``"rows"`` (:func:`make_mesh`).
     solver: ``"cholesky"``, ``"cg"`` or ``"auto"``.
     cg_tol, cg_max_iter, cg_rank, preconditioner, memory_bytes: CG options
-      (:func:`dnc_jax.solvers.cg_options`).
+      (:func:`dnc_jax.rfm.solvers.cg_options`).
 
   Returns:
     ``(x_next [N, D], x_test_next [N_test, D], LayerOutput)``; ``solve_ok`` is
@@ -406,7 +405,7 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
                      preconditioner: str = "nystrom", memory_bytes: int | None = None,
                      callback: Callable[[dict], None] | None = None,
                      resume=None, on_state=None) -> drfm.DeepRFMResult:
-  r""":func:`dnc_jax.deep_rfm.deep_rfm` on a device mesh, with a choice of solver.
+  r""":func:`dnc_jax.rfm.driver.deep_rfm` on a device mesh, with a choice of solver.
 
   The rows (train and test) stay sharded across layers; only metrics,
   predictions for the accuracies and the Gram-picture rows come to the host.
@@ -415,7 +414,7 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
 
   Args:
     x, labels, config, key, x_test, labels_test, num_classes, callback: as
-      :func:`~dnc_jax.deep_rfm.deep_rfm`.
+      :func:`~dnc_jax.rfm.driver.deep_rfm`.
     mesh: a 1-D mesh with axis ``"rows"``; default :func:`make_mesh` ``(devices)``.
     devices: ``None`` (all devices), a count, or a device list.
     solver: ``"cholesky"``, ``"cg"`` (matrix-free, Nyström-preconditioned
@@ -426,12 +425,12 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
     cg_rank: Nyström landmarks.
     preconditioner: ``"nystrom"`` or ``"none"``.
     memory_bytes: per-device memory budget (default: half of one device).
-    resume, on_state: as :func:`~dnc_jax.deep_rfm.deep_rfm` (a
+    resume, on_state: as :func:`~dnc_jax.rfm.driver.deep_rfm` (a
       ``DeepRFMState`` to continue from; a function called with one after each
       layer — it gathers the rows to the host, so it costs ``N D`` per layer).
 
   Returns:
-    :class:`~dnc_jax.deep_rfm.DeepRFMResult`; each layer record also has
+    :class:`~dnc_jax.rfm.driver.DeepRFMResult`; each layer record also has
     ``solve`` (``solver``, ``iterations``, ``residual``, ``residuals``) and
     ``devices``.
 
@@ -452,7 +451,7 @@ def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key
   mesh = mesh if mesh is not None else make_mesh(devices)
   if tuple(mesh.axis_names) != (AXIS,):
     raise ConfigError(f"the mesh must be 1-D with axis {AXIS!r}, got axes {mesh.axis_names}; "
-                      "build it with dnc_jax.sharded.make_mesh")
+                      "build it with dnc_jax.rfm.sharded.make_mesh")
   nd = _mesh_size(mesh)
   x = np.asarray(x)
   if x.dtype not in (np.float32, np.float64):

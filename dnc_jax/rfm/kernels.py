@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax import precision as precision_lib
+from dnc_jax.rfm import precision as precision_lib
 from dnc_jax.errors import ConfigError
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -253,7 +253,7 @@ def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
   matrix's peak memory is two ``[N, N]`` arrays, not three). For gradients of
   one query at a time use :func:`frame_row_sq_distances`.
 
-  ``matmul_precision`` (:mod:`dnc_jax.precision`) applies to the ``[m, d] × [d, N]``
+  ``matmul_precision`` (:mod:`dnc_jax.rfm.precision`) applies to the ``[m, d] × [d, N]``
   residual product, the only large matmul here.
   """
   mu = frame.means[centre]                                   # [m, d]

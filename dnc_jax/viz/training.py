@@ -23,7 +23,7 @@ import pathlib
 
 import numpy as np
 
-from dnc_jax.plots import integer_ticks, legend_outside
+from dnc_jax.viz.collapse import integer_ticks, legend_outside
 
 NC1_STYLE = (("input", "φ(X)", "tab:blue", "-"),
              ("right_singular", "φ(X) V Sᵀ", "tab:green", "-"),
@@ -43,7 +43,7 @@ def _save(fig, path) -> str:
   if path.suffix != ".png":
     path = path.with_suffix(".png")
   path.parent.mkdir(parents=True, exist_ok=True)
-  from dnc_jax.runs import atomic_write_bytes
+  from dnc_jax.io.runs import atomic_write_bytes
   import io
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")

@@ -32,10 +32,10 @@ the top Nyström eigen-directions of the kernel) used as a CG preconditioner.
 Everything here works on one device (``axis_name=None``) or inside
 ``shard_map`` over a 1-D mesh whose axis ``axis_name`` shards the rows: inner
 products and ``Uᵀ v`` are then ``psum``-reduced, and each product gathers the
-``[N, C]`` search direction once (see :mod:`dnc_jax.sharded`).
+``[N, C]`` search direction once (see :mod:`dnc_jax.rfm.sharded`).
 
-Distances use the class-centred frame of :mod:`dnc_jax.kernels` (exactly the
-formula of the Cholesky path in :mod:`dnc_jax.deep_rfm`), so float32 stays
+Distances use the class-centred frame of :mod:`dnc_jax.rfm.kernels` (exactly the
+formula of the Cholesky path in :mod:`dnc_jax.rfm.driver`), so float32 stays
 accurate when classes collapse.
 
 References:
@@ -60,8 +60,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax import kernels as kernels_lib
-from dnc_jax import krr as krr_lib
+from dnc_jax.rfm import kernels as kernels_lib
+from dnc_jax.rfm import krr as krr_lib
 from dnc_jax.errors import ConfigError, SolveError
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -185,7 +185,7 @@ def kernel_rows(frame: kernels_lib.CentredFrame, q: jax.Array, centre: jax.Array
   r"""Kernel block ``[m, n]`` between queries ``q`` ``[m, d]`` and the frame's rows.
 
   Args:
-    frame: :class:`~dnc_jax.kernels.CentredFrame` of the ``n`` columns.
+    frame: :class:`~dnc_jax.rfm.kernels.CentredFrame` of the ``n`` columns.
     q: ``[m, d]`` query rows; ``centre`` ``[m]`` their centre classes.
     row_index: ``[m]`` global training index of each query (its own column
       gets distance exactly 0, as on the diagonal of the Cholesky path), or

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dnc_jax.runs import atomic_write_bytes
+from dnc_jax.io.runs import atomic_write_bytes
 
 COLOURS = {"input": "#1f77b4", "agop": "#d62728", "features": "#2ca02c"}
 LABELS = {

@@ -8,16 +8,16 @@ r"""Network run summaries under ``docs/runs/`` and the tables the documents quot
   digits);
 * ``summary.json``: the run's ``metrics.json`` summary, plus ``baseline``: the
   probes of epoch 0 and of the last checkpoint again, with the NFA baseline of
-  random eigenvectors (:func:`dnc_jax.train.probe_saved`).
+  random eigenvectors (:func:`dnc_jax.nets.train.probe_saved`).
 
-The summary is itself a run directory that :func:`dnc_jax.figures.load_run`
+The summary is itself a run directory that :func:`dnc_jax.viz.figures.load_run`
 reads, so ``bin/figures`` draws the training figures from it. The table
-functions (registered with :func:`dnc_jax.report.table`) compute every network
+functions (registered with :func:`dnc_jax.report.tables.table`) compute every network
 number of ``docs/reproduction.md`` and ``docs/networks.md`` from those summaries.
 
 Usage::
 
-    python -m dnc_jax.report_nets export runs/paper/NAME docs/runs/NAME
+    python -m dnc_jax.report.nets export runs/paper/NAME docs/runs/NAME
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-from dnc_jax import report
+from dnc_jax.report import tables as report
 from dnc_jax.errors import DataError
 
 _DATASET_DROP = ("files", "data_dir", "cache", "seconds_read", "tfds_order")
@@ -58,8 +58,8 @@ def export_run(run_dir, dest, *, keep_every: int = 50, baseline_draws: int = 20)
   Returns:
     ``dest`` as a path.
   """
-  from dnc_jax import runs as runs_lib
-  from dnc_jax import train as train_lib
+  from dnc_jax.io import runs as runs_lib
+  from dnc_jax.nets import train as train_lib
   run_dir, dest = pathlib.Path(run_dir), pathlib.Path(dest)
   config = _read_json(run_dir / "config.json")
   metrics = _read_json(run_dir / "metrics.json")
@@ -88,7 +88,7 @@ def export_run(run_dir, dest, *, keep_every: int = 50, baseline_draws: int = 20)
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 3 or argv[0] != "export":
-    print("usage: python -m dnc_jax.report_nets export RUN_DIR DEST", file=sys.stderr)
+    print("usage: python -m dnc_jax.report.nets export RUN_DIR DEST", file=sys.stderr)
     return 2
   print(export_run(argv[1], argv[2]))
   return 0
@@ -163,7 +163,7 @@ def describe(runs) -> str:
 
 def _missing(group: str) -> str:
   return (f"_No committed summary `docs/runs/{group}_s*` yet; `bench/paper_networks.sh` "
-          "makes the runs and `python -m dnc_jax.report_nets export` the summaries._\n")
+          "makes the runs and `python -m dnc_jax.report.nets export` the summaries._\n")
 
 
 # ----------------------------------------------------------------------------- tables

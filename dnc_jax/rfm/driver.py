@@ -38,12 +38,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax import features as features_lib
-from dnc_jax.agop import agop_sum, kernel_predictor
-from dnc_jax import kernels as kernels_lib
-from dnc_jax import memory as memory_lib
-from dnc_jax import precision as precision_lib
-from dnc_jax import krr as krr_lib
+from dnc_jax.rfm import features as features_lib
+from dnc_jax.rfm.agop import agop_sum, kernel_predictor
+from dnc_jax.rfm import kernels as kernels_lib
+from dnc_jax.rfm import memory as memory_lib
+from dnc_jax.rfm import precision as precision_lib
+from dnc_jax.rfm import krr as krr_lib
 from dnc_jax import metrics as metrics_lib
 from dnc_jax import validate
 from dnc_jax.errors import ConfigError, DncError
@@ -68,12 +68,12 @@ class DeepRFMConfig:
     sigma: Cauchy scale of the cos features.
     global_mean: ``"sample"`` or ``"class_means"`` (metrics convention).
     agop_batch_size: rows per AGOP block (``None``: planned from the memory budget by
-      :func:`dnc_jax.memory.plan_layer`).
+      :func:`dnc_jax.rfm.memory.plan_layer`).
     memory_gb: memory budget of a layer in GiB (``None``: 80% of what the device
       has free); sets the AGOP block size, and a problem whose ``[N, N]`` part
       does not fit is refused before any work.
     matmul_precision: ``"highest"`` (default), ``"tf32"`` or ``"bf16"`` for the
-      large matmuls (:mod:`dnc_jax.precision`). TF32 stays within the seed
+      large matmuls (:mod:`dnc_jax.rfm.precision`). TF32 stays within the seed
       spread of the NC curves; bf16 does not past layer ~13 (measurement only).
     keep_m: return every layer's ``M`` (``[d, d]`` each).
     gram_layers: layers whose Gram picture is recorded (those ``≤ depth``).
@@ -258,7 +258,7 @@ def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, 
     kernel, features, width, weight_init: see :class:`DeepRFMConfig`.
     num_classes, global_mean: metric options.
     batch_size: rows per AGOP block.
-    matmul_precision: precision of the large matmuls (:mod:`dnc_jax.precision`).
+    matmul_precision: precision of the large matmuls (:mod:`dnc_jax.rfm.precision`).
 
   Returns:
     ``(x_next [N, D], x_test_next [N_test, D], LayerOutput)``.

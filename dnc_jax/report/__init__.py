@@ -1,0 +1,1 @@
+"""Evidence: compact run summaries and the tables generated from them into docs/."""

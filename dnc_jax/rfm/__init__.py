@@ -1,0 +1,1 @@
+"""Deep Recursive Feature Machines: kernels, KRR, AGOP, features, layers and the driver."""
