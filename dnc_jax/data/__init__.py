@@ -34,7 +34,6 @@ import json
 import os
 import pathlib
 import pickle
-import secrets
 import socket
 import tarfile
 import time
@@ -45,6 +44,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from dnc_jax.errors import ConfigError, DataError
+from dnc_jax.io.atomic import atomic_write_bytes
 
 __all__ = [
     "CLASS_NAMES",
@@ -365,7 +365,7 @@ def write_idx(path, array, *, compress: bool | None = None) -> None:
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as g:
       g.write(payload)
     payload = buf.getvalue()
-  _atomic_write_bytes(path, payload)
+  atomic_write_bytes(path, payload)
 
 
 def _find_file(dirs: Sequence[pathlib.Path], names: Iterable[str]) -> pathlib.Path | None:
@@ -789,25 +789,6 @@ def cache_dir() -> pathlib.Path:
   return base / "dnc_jax"
 
 
-def _atomic_write_bytes(path: pathlib.Path, payload: bytes) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-  # os.open with 0o666 (not mkstemp's 0o600) so the file gets the umask's permissions.
-  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(payload)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)  # readers see the old file or the whole new one
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except OSError:
-      pass
-    raise
-
-
 def _file_fingerprint(path: str) -> list:
   st = os.stat(path)
   return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
@@ -855,12 +836,12 @@ def _cache_store(name: str, key: str, raw: RawData) -> str | None:
     for a, arr in arrays.items():
       buf = io.BytesIO()
       np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-      _atomic_write_bytes(paths[a], buf.getvalue())
+      atomic_write_bytes(paths[a], buf.getvalue())
     meta = {"format": _CACHE_FORMAT, "name": name, "source": raw.source, "files": raw.files,
             "max_value": raw.max_value, "extra": raw.extra,
             "shapes": {a: list(arr.shape) for a, arr in arrays.items()}}
     # meta.json last: an entry counts as present only once it is complete.
-    _atomic_write_bytes(paths["meta"], json.dumps(meta, indent=1).encode())
+    atomic_write_bytes(paths["meta"], json.dumps(meta, indent=1).encode())
   except OSError as e:
     warnings.warn(f"could not write the dataset cache under {cache_dir()}: {e}")
     return None

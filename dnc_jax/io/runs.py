@@ -1,8 +1,7 @@
-"""Run directories: atomic writes, the ``--out`` rules, and interrupts.
+"""Run directories: the ``--out`` rules and interrupts.
 
-Every file is written to a temporary file in the same directory and renamed
-into place, so a killed run never leaves a half-written file behind; files get
-the permissions the umask allows, like any other program's.
+Files are written by :mod:`dnc_jax.io.atomic` and :mod:`dnc_jax.io.jsonio`
+(re-exported here, so a run module needs one import).
 
 Every command checks ``--out`` with :func:`check_out` before any work, and
 handles SIGINT/SIGTERM with :func:`deferred_interrupts`: the signal only sets a
@@ -12,10 +11,6 @@ with :func:`check_interrupt`, so compiled code is never interrupted halfway.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
-import math
 import os
 import pathlib
 import signal
@@ -24,95 +19,12 @@ import tempfile
 import threading
 from typing import Any, Callable, Iterable
 
-import numpy as np
-
 from dnc_jax.errors import ConfigError
+from dnc_jax.io.atomic import (atomic_write_bytes, atomic_write_text, atomic_write_with,  # noqa: F401
+                               write_npz, write_npz_uncompressed)
+from dnc_jax.io.jsonio import clean, write_csv, write_json, write_jsonl  # noqa: F401
 
 RUN_MARKERS = ("config.json", "metrics.json", "history.jsonl")
-
-
-def _umask() -> int:
-  """The process umask (read without changing it where /proc allows)."""
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("Umask:"):
-          return int(line.split()[1], 8)
-  except (OSError, ValueError):
-    pass
-  old = os.umask(0o022)
-  os.umask(old)
-  return old
-
-
-def atomic_write_bytes(path, payload: bytes) -> None:
-  """Writes ``payload`` to ``path`` via a temporary file and ``os.replace``.
-
-  The file gets mode ``0o666 & ~umask`` (mkstemp alone would give 0600).
-  """
-  atomic_write_with(path, lambda f: f.write(payload))
-
-
-def atomic_write_with(path, fill: Callable[[Any], Any]) -> None:
-  """Like :func:`atomic_write_bytes`, with ``fill(f)`` writing to the open binary file."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    os.fchmod(fd, 0o666 & ~_umask())
-    with os.fdopen(fd, "wb") as f:
-      fill(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def _clean(obj: Any) -> Any:
-  """JSON-ready copy: NumPy/JAX scalars to Python, non-finite floats to None."""
-  if isinstance(obj, dict):
-    return {str(k): _clean(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_clean(v) for v in obj]
-  if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-    obj = obj.item()
-  if isinstance(obj, float) and not math.isfinite(obj):
-    return None
-  if isinstance(obj, (np.ndarray,)):
-    return _clean(obj.tolist())
-  return obj
-
-
-def write_json(path, obj: Any) -> None:
-  atomic_write_bytes(path, (json.dumps(_clean(obj), indent=2) + "\n").encode())
-
-
-def write_csv(path, rows: Iterable[dict]) -> None:
-  rows = list(rows)
-  buf = io.StringIO()
-  fields = list(rows[0].keys()) if rows else []
-  writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-  writer.writeheader()
-  for row in rows:
-    writer.writerow({k: ("" if v is None else v) for k, v in _clean(row).items()})
-  atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def write_npz(path, **arrays) -> None:
-  buf = io.BytesIO()
-  np.savez_compressed(buf, **arrays)
-  atomic_write_bytes(path, buf.getvalue())
-
-
-def write_npz_uncompressed(path, **arrays) -> None:
-  """An uncompressed ``.npz`` streamed to the file (no copy in memory), atomically.
-
-  For large arrays written often (checkpoints), where zlib costs seconds per write.
-  """
-  atomic_write_with(path, lambda f: np.savez(f, **arrays))
 
 
 def check_out(out, *, overwrite: bool = False, resume: bool = False,

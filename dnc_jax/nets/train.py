@@ -45,7 +45,7 @@ import optax
 from dnc_jax import metrics as metrics_lib
 from dnc_jax.nets import models as nets
 from dnc_jax.nets import probes as probes_lib
-from dnc_jax.io import runs
+from dnc_jax.io import atomic, jsonio, runs
 from dnc_jax.errors import ConfigError, DncError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -244,29 +244,8 @@ def batched_apply(fn: Callable, x: jax.Array, batch_size: int) -> jax.Array:
 # ------------------------------------------------------------------ files
 
 
-def atomic_write_text(path, text: str) -> None:
-  """Writes ``text`` to ``path`` via a temporary file and ``os.replace``."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def _jsonable(v):
-  if isinstance(v, float) and not math.isfinite(v):
-    return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-  if isinstance(v, dict):
-    return {k: _jsonable(x) for k, x in v.items()}
-  if isinstance(v, (list, tuple)):
-    return [_jsonable(x) for x in v]
-  return v
-
-
 def write_history(path, history: list[dict]) -> None:
-  atomic_write_text(path, "".join(json.dumps(_jsonable(r)) + "\n" for r in history))
+  jsonio.write_jsonl(path, history, inf_as_string=True)
 
 
 def read_history(path) -> list[dict]:
@@ -492,7 +471,7 @@ def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None)
   else:
     if out is not None:
       out.mkdir(parents=True, exist_ok=True)
-      atomic_write_text(out / "config.json", json.dumps(_jsonable(config_record(cfg, info)),
+      atomic.atomic_write_text(out / "config.json", json.dumps(jsonio.clean(config_record(cfg, info), inf_as_string=True),
                                                         indent=2) + "\n")
     rec = {"epoch": 0, "step": 0, **evaluate(state), "seconds": 0.0,
            "layers": measure(state), "conventions": "paper; see config.json"}
@@ -505,7 +484,7 @@ def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None)
     # The stored config records the latest epoch target.
     rec = json.loads((out / "config.json").read_text())
     rec["config"]["epochs"] = cfg.epochs
-    atomic_write_text(out / "config.json", json.dumps(rec, indent=2) + "\n")
+    atomic.atomic_write_text(out / "config.json", json.dumps(rec, indent=2) + "\n")
 
   start = int(state.epoch) + 1
   nb, rem = divmod(n, cfg.batch_size)
@@ -570,8 +549,8 @@ def train(cfg: TrainConfig, *, out_dir=None, resume: bool = False, dataset=None)
   if out is not None:
     summary = {"summary": summarise(history), "conventions": probes_lib.CONVENTIONS,
                "global_mean": cfg.global_mean}
-    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(summary), indent=2) + "\n")
-    atomic_write_text(out / "metrics.csv", metrics_csv(history))
+    atomic.atomic_write_text(out / "metrics.json", json.dumps(jsonio.clean(summary, inf_as_string=True), indent=2) + "\n")
+    atomic.atomic_write_text(out / "metrics.csv", metrics_csv(history))
   return TrainResult(state, history, model, None if out is None else str(out))
 
 

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from dnc_jax.io.runs import atomic_write_bytes
+from dnc_jax.viz import style
 
 COLOURS = {"input": "#1f77b4", "agop": "#d62728", "features": "#2ca02c"}
 LABELS = {
@@ -25,15 +26,6 @@ TITLES = {
     "nc1": r"NC1 = tr$\Sigma_W$ / tr$\Sigma_B$ (paper convention)",
     "nc2": r"NC2 = $\|\bar M\bar M^\top - \Sigma_{ETF}\|_F$ (paper convention)",
 }
-
-
-def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 8,
-                       "figure.dpi": 150, "savefig.bbox": "tight"})
-  return plt
 
 
 def integer_ticks(nbins: int | str = 5):
@@ -76,7 +68,7 @@ def plot_collapse(runs: Sequence[list], metric: str, path, *, title: str | None 
     band_floor: the lower band edge is at least ``band_floor × mean`` (log axes).
     formats: file formats.
   """
-  plt = _plt()
+  plt = style.pyplot()
   fig, ax = plt.subplots(figsize=(4.8, 3.4))
   for rep in ("input", "agop", "features"):
     vals = np.array([[rec[metric][rep] for rec in layers] for layers in runs], dtype=float)
@@ -109,7 +101,7 @@ def plot_grams(grams: dict, path, *, num_classes: int, title: str = "",
     path: output path without suffix.
     num_classes: ``K`` (named in the title: collapsed classes give -1/(K-1) across).
   """
-  plt = _plt()
+  plt = style.pyplot()
   layers = sorted(grams)
   fig, axes = plt.subplots(1, len(layers), figsize=(2.3 * len(layers), 2.6), squeeze=False)
   im = None

@@ -435,8 +435,8 @@ def plot_compare(groups: dict[str, Sequence[Run]], path, *, metric: str = "nc1",
                  reps: Sequence[str] = ("agop", "features"), band_floor: float = BAND_FLOOR,
                  formats=("png", "pdf")) -> list[str]:
   """One panel: ``metric`` against layer for several Deep RFM groups (e.g. two presets)."""
-  from dnc_jax.viz import collapse as plots
-  plt = plots._plt()
+  from dnc_jax.viz import collapse as plots, style
+  plt = style.pyplot()
   fig, ax = plt.subplots(figsize=(5.6, 3.8))
   colours = plt.get_cmap("tab10")(np.arange(len(groups)) % 10)
   styles = {"input": ":", "agop": "--", "features": "-"}

@@ -24,18 +24,12 @@ import pathlib
 import numpy as np
 
 from dnc_jax.viz.collapse import integer_ticks, legend_outside
+from dnc_jax.viz import style
 
 NC1_STYLE = (("input", "φ(X)", "tab:blue", "-"),
              ("right_singular", "φ(X) V Sᵀ", "tab:green", "-"),
              ("full_layer", "ReLU(φ(X) Wᵀ)", "tab:red", "-"),
              ("agop_projection", "φ(X) AGOP^½", "tab:orange", "--"))
-
-
-def _pyplot():
-  import matplotlib
-  matplotlib.use("Agg", force=True)
-  import matplotlib.pyplot as plt
-  return plt
 
 
 def _save(fig, path) -> str:
@@ -59,9 +53,9 @@ def _series(histories, get):
   return np.array(epochs), vals
 
 
-def _band(ax, x, vals, color, label, style="-", log=True):
+def _band(ax, x, vals, color, label, linestyle="-", log=True):
   mean = np.nanmean(vals, axis=0)
-  ax.plot(x, mean, style, color=color, label=label)
+  ax.plot(x, mean, linestyle, color=color, label=label)
   if vals.shape[0] > 1:
     sd = np.nanstd(vals, axis=0)
     lo = np.maximum(mean - sd, 0.01 * mean) if log else mean - sd
@@ -79,13 +73,13 @@ def plot_nc1_decomposition(histories: list, path, *, title: str = "") -> str:
   Returns:
     the written path.
   """
-  plt = _pyplot()
+  plt = style.pyplot()
   layers = [r["layer"] for r in next(r for r in histories[0] if "layers" in r)["layers"]]
   fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.0), squeeze=False)
   for ax, l in zip(axes[0], layers):
-    for key, label, color, style in NC1_STYLE:
+    for key, label, color, linestyle in NC1_STYLE:
       x, v = _series(histories, lambda r: next(p for p in r["layers"] if p["layer"] == l)["nc1"][key])
-      _band(ax, x, v, color, label, style)
+      _band(ax, x, v, color, label, linestyle)
     ax.set_yscale("log")
     ax.set_title(f"layer {l}")
     ax.set_xlabel("epoch")
@@ -102,7 +96,7 @@ def plot_nc1_decomposition(histories: list, path, *, title: str = "") -> str:
 
 def plot_training(histories: list, path, *, title: str = "") -> str:
   """Variance ratios and NFA per layer, and the training loss, against epoch (Figs. 10–12)."""
-  plt = _pyplot()
+  plt = style.pyplot()
   layers = [r["layer"] for r in next(r for r in histories[0] if "layers" in r)["layers"]]
   colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(layers)))
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
@@ -111,7 +105,7 @@ def plot_training(histories: list, path, *, title: str = "") -> str:
     x, w = _series(histories, lambda r: lay(r)["tr_w_over_t"])
     _, b = _series(histories, lambda r: lay(r)["tr_b_over_t"])
     _band(axes[0], x, w, c, f"layer {l} tr Σ_W/tr Σ_T")
-    _band(axes[0], x, b, c, f"layer {l} tr Σ_B/tr Σ_T", style="--")
+    _band(axes[0], x, b, c, f"layer {l} tr Σ_B/tr Σ_T", linestyle="--")
     _, nfa = _series(histories, lambda r: lay(r)["nfa"]["sqrt_agop"])
     _band(axes[1], x, nfa, c, f"layer {l}", log=False)
   axes[0].set_yscale("log")
