@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnc_jax import data as D
+from dnc_jax.data import local, pipeline, synthetic
 from dnc_jax.errors import ConfigError, DataError
 
 FIXTURE = pathlib.Path(__file__).parent / "data" / "fashion_mnist"
@@ -61,6 +62,35 @@ def test_import_and_raw_loading_do_not_import_tfds(tmp_path):
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env=env)
   assert out.stdout.split() == ["False", "False"]
+
+
+# The documented layering of dnc_jax/data/: each module imports only earlier ones.
+_LAYERS = ("raw", "formats", "cache", "local", "tfds", "sources", "synthetic", "pipeline")
+
+
+def test_package_modules_import_one_way():
+  import ast
+
+  package = pathlib.Path(D.__file__).parent
+  assert sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__") == sorted(_LAYERS)
+  for i, module in enumerate(_LAYERS):
+    tree = ast.parse((package / f"{module}.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom) and node.module == "dnc_jax.data":
+        imported |= {a.name for a in node.names}
+      elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dnc_jax.data."):
+        imported.add(node.module.split(".")[2])
+      elif isinstance(node, ast.Import):
+        imported |= {a.name.split(".")[2] for a in node.names
+                     if a.name.startswith("dnc_jax.data.")}
+    assert imported <= set(_LAYERS[:i]), (module, sorted(imported - set(_LAYERS[:i])))
+
+
+def test_package_exports_resolve():
+  assert all(hasattr(D, name) for name in D.__all__)
+  ds = D.load_dataset("synthetic", n=20, n_test=5, num_classes=2, dim=3)
+  assert isinstance(ds, D.Dataset)
 
 
 def test_fixture_files_and_licence(fixture_arrays):
@@ -271,7 +301,7 @@ def test_option_validation():
 
 
 def test_debian_location_is_the_default(monkeypatch):
-  monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", str(FIXTURE))
+  monkeypatch.setattr(local, "DEBIAN_FASHION_MNIST_DIR", str(FIXTURE))
   ds = D.load_dataset("fashion_mnist", n=100, n_test=10)
   assert ds.info["source"] == "debian:idx"
   ref = D.load_dataset("fashion_mnist", n=100, n_test=10, data_dir=FIXTURE)
@@ -373,7 +403,7 @@ def test_file_permissions_follow_umask(tmp_path):
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(0, 500), k=st.integers(2, 12), imbalance=st.floats(1.0, 50.0))
 def test_class_counts_sum_and_order(n, k, imbalance):
-  counts = D._class_counts(n, k, imbalance)
+  counts = synthetic._class_counts(n, k, imbalance)
   assert counts.sum() == n and (counts >= 0).all()
   assert (np.diff(counts) <= 1).all()  # non-increasing up to rounding
 
@@ -399,7 +429,7 @@ def test_standardise_matches_float64_reference(data):
   seed = data.draw(st.integers(0, 2**31 - 1))
   x = np.random.default_rng(seed).integers(0, 256, size=(n + 3, d)).astype(np.uint8)
   x[:, 0] = 7  # a constant feature
-  a, b, n_const = D._standardise(x[:n], x[n:])
+  a, b, n_const = pipeline._standardise(x[:n], x[n:])
   ea, eb = _reference(x[:n], x[n:])
   assert n_const == int((np.ptp(x[:n], axis=0) == 0).sum())
   np.testing.assert_allclose(a, ea, rtol=1e-5, atol=1e-5)

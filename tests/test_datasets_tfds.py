@@ -8,11 +8,12 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from dnc_jax import data as D
+from dnc_jax.data import local
+from dnc_jax.data import tfds as data_tfds
 from dnc_jax.errors import DataError
-
-tfds = pytest.importorskip("tensorflow_datasets")
 
 FIXTURE = pathlib.Path(__file__).parent / "data" / "fashion_mnist"
 DEBIAN = pathlib.Path(D.DEBIAN_FASHION_MNIST_DIR)
@@ -43,7 +44,7 @@ def no_network(monkeypatch):
 def test_mock_data_through_tfds_data_source(tmp_path, monkeypatch, name, shape):
   # mock_data replaces tfds' download-and-prepare with a no-op; what remains to
   # stub is the check that a download could happen (network and TensorFlow).
-  monkeypatch.setattr(D, "_check_can_prepare", lambda *a, **k: None)
+  monkeypatch.setattr(data_tfds, "_check_can_prepare", lambda *a, **k: None)
   (tmp_path / "tfds").mkdir()
   with tfds.testing.mock_data(num_examples=60):
     expected = {s: tfds.data_source(name, split=s) for s in ("train", "test")}
@@ -84,8 +85,8 @@ def test_offline_fails_fast_with_alternatives(tmp_path, no_network, name):
 
 def test_offline_with_tensorflow_installed_still_fails_fast(tmp_path, monkeypatch):
   """A blackholed network (connections hang) is cut off by the probe's timeout."""
-  monkeypatch.setattr(D, "_tensorflow_installed", lambda: True)
-  monkeypatch.setattr(D, "NETWORK_TIMEOUT_S", 0.5)
+  monkeypatch.setattr(data_tfds, "_tensorflow_installed", lambda: True)
+  monkeypatch.setattr(data_tfds, "NETWORK_TIMEOUT_S", 0.5)
   downloads = []
   monkeypatch.setattr(tfds, "data_source", lambda *a, **k: downloads.append(a))
 
@@ -103,15 +104,15 @@ def test_offline_with_tensorflow_installed_still_fails_fast(tmp_path, monkeypatc
 
 
 def test_online_without_tensorflow_says_what_to_install(tmp_path, monkeypatch):
-  monkeypatch.setattr(D, "_network_reachable", lambda *a, **k: True)
-  monkeypatch.setattr(D, "_tensorflow_installed", lambda: False)
+  monkeypatch.setattr(data_tfds, "_network_reachable", lambda *a, **k: True)
+  monkeypatch.setattr(data_tfds, "_tensorflow_installed", lambda: False)
   with pytest.raises(DataError, match=r"TensorFlow is not installed.*pip install '\.\[tfds\]'"):
     D.load_dataset("cifar10", data_dir=tmp_path)
 
 
 def test_proxy_is_probed_instead_of_the_host(monkeypatch, no_network):
   monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
-  assert not D._network_reachable("storage.googleapis.com", 443)
+  assert not data_tfds._network_reachable("storage.googleapis.com", 443)
   assert no_network == [("proxy.example", 3128)]
 
 
@@ -143,7 +144,7 @@ def test_tfds_copy_of_raw_files_gives_identical_arrays(tmp_path, no_network):
 def test_tfds_default_data_dir_from_environment(tmp_path, monkeypatch, no_network):
   _prepare_fixture_copy(tmp_path / "elsewhere")
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "elsewhere"))
-  monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "no-debian"))
+  monkeypatch.setattr(local, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "no-debian"))
   ds = D.load_dataset("fashion_mnist", n=100)
   assert ds.info["source"] == "tfds"
   assert str(tmp_path / "elsewhere") in ds.info["files"][0]
@@ -155,7 +156,7 @@ def test_tfrecord_copy_without_tensorflow_is_explained(tmp_path, monkeypatch):
   info = json.loads(info_file.read_text())
   info["fileFormat"] = "tfrecord"
   info_file.write_text(json.dumps(info))
-  monkeypatch.setattr(D, "_tensorflow_installed", lambda: False)
+  monkeypatch.setattr(data_tfds, "_tensorflow_installed", lambda: False)
   with pytest.raises(DataError, match=r"needs TensorFlow to read.*--file_format=array_record"):
     D.load_dataset("fashion_mnist", data_dir=tmp_path / "tfds", cache=False)
 

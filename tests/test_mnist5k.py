@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dnc_jax import data as data_lib
+from dnc_jax.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,7 @@ def test_standardisation_matches_numpy(table):
 
 
 def test_data_dir_is_refused_with_the_fix():
-  with pytest.raises(data_lib.ConfigError, match="--dataset mnist with --data-dir"):
+  with pytest.raises(ConfigError, match="--dataset mnist with --data-dir"):
     data_lib.load_dataset("mnist5k", data_dir="/tmp")
 
 
