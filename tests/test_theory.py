@@ -14,6 +14,7 @@ from scipy import integrate
 
 from dnc_jax import theory as th
 from dnc_jax.errors import ConfigError
+from dnc_jax.theory import linearised_rfm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -185,8 +186,15 @@ def test_rate_geometric_under_condition_and_grows_with_ratio(x64):
   sw = th.sweep_theorem_5_3(x, lab, num_classes=3, ratios=ratios, lambda_maps=[1.0],
                             num_layers=20)
   chex.assert_shape(sw.fitted_rate, (2, 1, 6))
+  r = np.asarray(ratios)
+  # A cell is NaN exactly where its kappa is <= 0: the paper's 1 - 2 lambda_hat (1 + 1/lambda_map)
+  # = 1 - 4r here (the first four ratios), never for the fixed-point kappa.
+  defined = {"paper": 1.0 - 4.0 * r > 0.0, "fixed_point": np.ones(r.size, bool)}
+  assert defined["paper"].sum() == 4
   for i, rule in enumerate(sw.kappa_rules):
     valid = np.isfinite(sw.fitted_rate[i, 0])
+    np.testing.assert_array_equal(valid, defined[rule], err_msg=rule)
+    np.testing.assert_array_equal(np.isfinite(sw.local_rate[i, 0]), defined[rule], err_msg=rule)
     fitted = sw.fitted_rate[i, 0][valid]
     # the theorem's condition (C = 1) holds for the smallest ratios, and there the
     # error falls geometrically
@@ -197,10 +205,7 @@ def test_rate_geometric_under_condition_and_grows_with_ratio(x64):
     # the rate grows with the ratio and matches the Jacobian's closed form
     assert np.all(np.diff(fitted) > 0), rule
     np.testing.assert_allclose(fitted, sw.local_rate[i, 0][valid], rtol=0.03)
-  # the paper's kappa is undefined (<= 0) for large ratios
-  assert np.isnan(sw.fitted_rate[0, 0, -1])
   # rate ~ r/(1+r) for n >> lambda_map: a function of the ratio
-  r = np.asarray(ratios)
   np.testing.assert_allclose(sw.local_rate[1, 0], r / (1 + r), rtol=0.15)
 
 
@@ -263,7 +268,7 @@ def test_nonlinear_layer_agop_matches_numpy(x64):
     m += jac.T @ jac / n
   w, v = np.linalg.eigh(m)
   xt = x @ (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-  _, g_tilde, res_p, _, nc1 = th._nonlinear_layer(
+  _, g_tilde, res_p, _, nc1 = linearised_rfm._nonlinear_layer(
       jnp.asarray(x), jnp.asarray(lab, dtype=jnp.int32), jax.random.key(0), 0.0, width=256,
       bandwidth=bw, num_classes=3, kind="laplace")
   np.testing.assert_allclose(np.asarray(g_tilde), xt @ xt.T, rtol=1e-7, atol=1e-12)
