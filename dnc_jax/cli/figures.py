@@ -16,10 +16,7 @@ import argparse
 import sys
 
 from dnc_jax.cli import HelpFormatter
-from dnc_jax.errors import DncError
-
-# What marks an output folder of this command (refused as --out without --overwrite).
-RUN_FILES = ("summary.md", "summary.json")
+from dnc_jax.errors import ConfigError, DncError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,18 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _docs(paths, runs_root) -> int:
+  """``--docs``: the generated tables of ``paths`` (default: ``docs/*.md``) from ``runs_root``."""
   import pathlib
   from dnc_jax.report import tables as report
   docs = [pathlib.Path(p) for p in paths] or sorted(pathlib.Path("docs").glob("*.md"))
   missing = [str(p) for p in docs if not p.is_file()]
   if missing:
-    print(f"figures: error: no such document: {', '.join(missing)}", file=sys.stderr)
-    return 2
-  try:
-    changed = report.update_documents(docs, runs_root)
-  except DncError as e:
-    print(f"figures: error: {e}", file=sys.stderr)
-    return 2
+    raise ConfigError(f"no such document: {', '.join(missing)}")
+  changed = report.update_documents(docs, runs_root)
   n = sum(len(report.block_names(p.read_text())) for p in docs)
   print(f"{n} generated tables in {len(docs)} documents; rewritten: "
         f"{', '.join(changed) if changed else 'none (all up to date)'}")
@@ -76,60 +69,41 @@ def _docs(paths, runs_root) -> int:
 
 
 def _export(runs_arg, dest) -> int:
+  """``--export``: each run's compact summary into ``dest/<run folder name>``."""
   import pathlib
+  from dnc_jax.io import runs
   from dnc_jax.report import nets as report_nets
   from dnc_jax.report import rfm as report_rfm
   if not runs_arg:
-    print("figures: error: --export needs the run directories to export", file=sys.stderr)
-    return 2
-  from dnc_jax.io import runs
-  try:
-    # A writable folder; the summaries in it are updated in place.
-    runs.check_out(dest, resume=True, flag="--export")
-    for r in map(pathlib.Path, runs_arg):
-      target = pathlib.Path(dest) / r.name
-      if (r / "history.jsonl").exists():
-        report_nets.export_run(r, target)
-      else:
-        report_rfm.export_summary(r, target)
-      print(f"{r} -> {target}")
-  except DncError as e:
-    print(f"figures: error: {e}", file=sys.stderr)
-    return 2
+    raise ConfigError("--export needs the run directories to export")
+  # A writable folder; the summaries in it are updated in place.
+  runs.check_out(dest, resume=True, flag="--export")
+  for r in map(pathlib.Path, runs_arg):
+    target = pathlib.Path(dest) / r.name
+    if (r / "history.jsonl").exists():
+      report_nets.export_run(r, target)
+    else:
+      report_rfm.export_summary(r, target)
+    print(f"{r} -> {target}")
   return 0
 
 
-def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
-  if args.docs is not None:
-    return _docs(args.docs, args.runs_root)
-  if args.export is not None:
-    return _export(args.runs, args.export)
-  if not args.runs or args.out is None:
-    print("figures: error: give run directories and --out (or --docs / --export)",
-          file=sys.stderr)
-    return 2
+def _draw(args) -> int:
+  """The figures and summaries of ``args.runs`` in ``args.out``."""
+  from dnc_jax.io import runs
   from dnc_jax.viz import figures
+  if not args.runs or args.out is None:
+    raise ConfigError("give run directories and --out (or --docs / --export)")
   try:
     gram_layers = tuple(int(v) for v in args.gram_layers.split(",") if v.strip())
   except ValueError:
-    print(f"figures: error: --gram-layers must be integers, got {args.gram_layers!r}",
-          file=sys.stderr)
-    return 2
+    raise ConfigError(f"--gram-layers must be integers, got {args.gram_layers!r}") from None
   formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
-  from dnc_jax.io import runs
   with runs.deferred_interrupts():
     try:
-      runs.check_out(args.out, overwrite=args.overwrite, markers=RUN_FILES)
-      with runs.removed_if_left_empty(args.out):
-        if args.overwrite:
-          figures.clear_figures(args.out)
-        res = figures.make_figures(args.runs, args.out, formats=formats,
-                                   band_floor=args.band_floor, gram_layers=gram_layers,
-                                   compare=not args.no_compare)
-    except DncError as e:
-      print(f"figures: error: {e}", file=sys.stderr)
-      return 2
+      res = figures.write_figures(args.runs, args.out, overwrite=args.overwrite, formats=formats,
+                                  band_floor=args.band_floor, gram_layers=gram_layers,
+                                  compare=not args.no_compare)
     except KeyboardInterrupt as e:
       print(f"figures: interrupted; {args.out} may hold some of the figures", file=sys.stderr)
       return getattr(e, "exit_code", 130)
@@ -138,6 +112,19 @@ def main(argv=None) -> int:
     print(f"{name}: {n} seed{'s' if n != 1 else ''}, {s['group']}")
   print(f"wrote {len(res['files'])} figure files, summary.md and summary.json to {args.out}")
   return 0
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    if args.docs is not None:
+      return _docs(args.docs, args.runs_root)
+    if args.export is not None:
+      return _export(args.runs, args.export)
+    return _draw(args)
+  except DncError as e:
+    print(f"figures: error: {e}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dnc_jax.io.runs import atomic_write_bytes
+from dnc_jax.io.atomic import atomic_write_bytes
 from dnc_jax.viz import style
 
 COLOURS = {"input": "#1f77b4", "agop": "#d62728", "features": "#2ca02c"}
@@ -43,14 +43,19 @@ def legend_outside(ax, **kwargs):
   return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
 
 
-def save_figure(fig, path, formats: Sequence[str] = ("png",)) -> list[str]:
-  """Saves ``fig`` atomically under ``path`` with each suffix in ``formats``."""
+def save_figure(fig, path, formats: Sequence[str] = ("png",), *,
+                dpi: float | None = None) -> list[str]:
+  """Saves ``fig`` atomically under ``path`` with each suffix in ``formats``.
+
+  ``dpi``: the resolution of raster formats (``None``: :data:`dnc_jax.viz.style.RC`'s).
+  """
   import io
   written = []
+  options = {} if dpi is None else {"dpi": dpi}
   for fmt in formats:
     p = pathlib.Path(path).with_suffix("." + fmt)
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, bbox_inches="tight")
+    fig.savefig(buf, format=fmt, bbox_inches="tight", **options)
     atomic_write_bytes(p, buf.getvalue())
     written.append(str(p))
   return written

@@ -36,6 +36,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from dnc_jax.errors import ConfigError
+from dnc_jax.io.atomic import atomic_write_bytes
 
 
 class RunFileError(ConfigError):
@@ -404,31 +405,10 @@ def rfm_figures(name: str, runs: Sequence[Run], out, *, formats=("png", "pdf"),
 
 def nn_figures(name: str, runs: Sequence[Run], out, *, formats=("png", "pdf")) -> list[str]:
   """NC1 decomposition (Figs. 2/7–9) and ratios / NFA / loss (Figs. 10–12) of a group."""
-  from dnc_jax.viz import collapse as plots
   from dnc_jax.viz import training as train_plots
-  out = pathlib.Path(out)
-  histories = [r.history for r in runs]
   label = describe(runs) + (f", mean ± 1 sd over {len(runs)} seeds" if len(runs) > 1 else "")
-  written: list[str] = []
-  original = getattr(train_plots, "_save", None)
-
-  def save_all(fig, path):
-    files = plots.save_figure(fig, pathlib.Path(path).with_suffix(".png"), formats)
-    written.extend(files)
-    return files[0]
-
-  if original is not None:
-    train_plots._save = save_all        # the same drawing, written in every format
-  try:
-    for fn, stem in ((train_plots.plot_nc1_decomposition, "nc1_decomposition"),
-                     (train_plots.plot_training, "training")):
-      p = fn(histories, out / f"{name}_{stem}.png", title=label)
-      if original is None:
-        written.append(p)
-  finally:
-    if original is not None:
-      train_plots._save = original
-  return written
+  return train_plots.plot_run([r.history for r in runs], out, prefix=f"{name}_", title=label,
+                              formats=formats, dpi=None)
 
 
 def plot_compare(groups: dict[str, Sequence[Run]], path, *, metric: str = "nc1",
@@ -497,13 +477,33 @@ def make_figures(paths: Iterable, out, *, formats=("png", "pdf"), band_floor: fl
   if compare and len(rfm_groups) > 1:
     files += plot_compare(rfm_groups, out / "compare_nc1.png", band_floor=band_floor,
                           formats=formats)
-  from dnc_jax.io import runs as runs_lib
-  runs_lib.atomic_write_bytes(out / "summary.json", json.dumps(summaries, indent=1).encode())
-  runs_lib.atomic_write_bytes(out / "summary.md", "\n".join(md).encode())
+  atomic_write_bytes(out / "summary.json", json.dumps(summaries, indent=1).encode())
+  atomic_write_bytes(out / "summary.md", "\n".join(md).encode())
   return {"files": files, "groups": summaries}
 
 
 FIGURE_STEMS = ("_nc1", "_nc2", "_gram", "_gram_agop", "_nc1_decomposition", "_training")
+# What marks an output folder of make_figures (refused as --out without --overwrite).
+RUN_FILES = ("summary.md", "summary.json")
+
+
+def write_figures(paths: Iterable, out, *, overwrite: bool = False, formats=("png", "pdf"),
+                  band_floor: float = BAND_FLOOR, gram_layers=GRAM_LAYERS,
+                  compare: bool = True) -> dict:
+  """:func:`make_figures` into ``out`` under the ``--out`` rules of every command.
+
+  ``out`` is checked first (:func:`dnc_jax.io.runs.check_out`): a folder that
+  holds figures already is refused unless ``overwrite``, which first removes
+  them (:func:`clear_figures`); a folder made for them and left empty by a
+  failure is removed.
+  """
+  from dnc_jax.io import runs
+  runs.check_out(out, overwrite=overwrite, markers=RUN_FILES)
+  with runs.removed_if_left_empty(out):
+    if overwrite:
+      clear_figures(out)
+    return make_figures(paths, out, formats=formats, band_floor=band_floor,
+                        gram_layers=gram_layers, compare=compare)
 
 
 def clear_figures(out) -> None:
