@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import dnc_jax as dj
+from dnc_jax import metrics
 from dnc_jax.errors import ConfigError
 
 
@@ -44,8 +45,7 @@ def test_metrics_match_numpy_on_unbalanced_data(x64, global_mean):
   x, lab = _unbalanced(rng)
   got = dj.collapse_metrics(jnp.asarray(x), lab, num_classes=4, global_mean=global_mean)
   want = _np_metrics(x, lab, 4, global_mean)
-  for name, value in want.items():
-    np.testing.assert_allclose(got[name], value, rtol=1e-9, err_msg=name)
+  chex.assert_trees_all_close({k: got[k] for k in want}, want, rtol=1e-9)
 
 
 def test_public_wrappers(x64):
@@ -82,24 +82,34 @@ def test_collapsed_data_and_simplex_etf(x64):
 def test_invariances(x64):
   rng = np.random.default_rng(3)
   x, lab = _unbalanced(rng)
+  names = ("nc1", "nc1_papyan", "cdnv", "nc2", "nc2_orthogonal")
   base = dj.collapse_metrics(x, lab, num_classes=4)
   perm = rng.permutation(len(x))
   q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
   for xx, ll in ((x[perm], lab[perm]), (x @ q, lab), (x + 5.0, lab), (3.0 * x, lab)):
     got = dj.collapse_metrics(xx, ll, num_classes=4)
-    for name in ("nc1", "nc1_papyan", "cdnv", "nc2", "nc2_orthogonal"):
-      np.testing.assert_allclose(got[name], base[name], rtol=1e-8, err_msg=name)
+    chex.assert_trees_all_close({k: got[k] for k in names}, {k: base[k] for k in names},
+                                rtol=1e-8)
 
 
-def test_jit_and_no_jit_agree(x64):
-  from dnc_jax import metrics
-  rng = np.random.default_rng(4)
-  x, lab = _unbalanced(rng)
-  jitted = dj.collapse_metrics(x, lab, num_classes=4)
-  with jax.disable_jit():
-    eager = metrics.collapse_from_stats(jnp.asarray(x), jnp.asarray(lab),
-                                        metrics.class_stats(jnp.asarray(x), jnp.asarray(lab), 4))
-  chex.assert_trees_all_close(jitted, eager, rtol=1e-10)
+class JitAndNoJitTest(chex.TestCase):
+  """The traceable metric functions give NumPy's numbers jitted and not jitted."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_class_stats_and_collapse_from_stats_match_numpy(self):
+    x, lab = _unbalanced(np.random.default_rng(4))
+    mu = np.stack([x[lab == c].mean(0) for c in range(4)])
+    want_stats = {"counts": np.bincount(lab).astype(np.float64), "means": mu,
+                  "global_mean": mu.mean(0), "within": x - mu[lab],
+                  "class_var": np.array([np.mean(np.sum((x[lab == c] - mu[c]) ** 2, 1))
+                                         for c in range(4)])}
+    want = _np_metrics(x, lab, 4, "class_means")
+    with jax.enable_x64(True):
+      xx, ll = jnp.asarray(x), jnp.asarray(lab)
+      st = self.variant(lambda a, b: metrics.class_stats(a, b, 4, "class_means"))(xx, ll)
+      chex.assert_trees_all_close(st._asdict(), want_stats, rtol=1e-12, atol=1e-12)
+      got = self.variant(metrics.collapse_from_stats)(xx, ll, st)
+      chex.assert_trees_all_close({k: got[k] for k in want}, want, rtol=1e-9)
 
 
 def test_gram_picture(x64):
@@ -113,6 +123,8 @@ def test_gram_picture(x64):
   np.testing.assert_allclose(g, want, atol=1e-12)
   g1, gl1 = dj.gram_picture(x, lab, num_classes=k, per_class=1)
   chex.assert_shape(g1, (3, 3))
+  np.testing.assert_array_equal(gl1, [0, 1, 2])
+  np.testing.assert_allclose(g1, np.where(np.eye(k) > 0, 1.0, -1.0 / (k - 1)), atol=1e-12)
 
 
 def test_nfa_correlation_and_cosine(x64):

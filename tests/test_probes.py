@@ -1,4 +1,5 @@
 """Layer probes against independent float64 NumPy computations and closed forms."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +44,7 @@ def _np_params(hp):
 def test_linear_tail_agop_is_wtw(x64, key):
   """The tail from the readout is linear: its AGOP is W_outᵀ W_out exactly."""
   hp = _head(key, 5, dtype=jnp.float64)
-  h = jax.random.normal(jax.random.key(1), (37, 6), jnp.float64)
+  h = jax.random.normal(jax.random.fold_in(key, 1), (37, 6), jnp.float64)
   g = probes.tail_agop(hp, h, layer=2, batch_size=8)
   _, wo = _np_params(hp)
   np.testing.assert_allclose(np.asarray(g), wo.T @ wo, rtol=1e-12, atol=1e-14)
@@ -52,7 +53,7 @@ def test_linear_tail_agop_is_wtw(x64, key):
 def test_one_layer_tail_agop_closed_form(x64, key):
   """Tail ReLU(h W_Lᵀ) W_outᵀ: J_i = W_out diag(1[W_L h_i > 0]) W_L, averaged in NumPy."""
   hp = _head(key, 5, dtype=jnp.float64)
-  h = jax.random.normal(jax.random.key(2), (41, 6), jnp.float64)
+  h = jax.random.normal(jax.random.fold_in(key, 2), (41, 6), jnp.float64)
   g = probes.tail_agop(hp, h, layer=1, batch_size=16)
   (w1, w2), wo = _np_params(hp)
   hn = np.asarray(h)
@@ -66,7 +67,7 @@ def test_one_layer_tail_agop_closed_form(x64, key):
 def test_probe_layer_matches_numpy(x64, key):
   k, d, n = 3, 5, 60
   hp = _head(key, d, k=k, dtype=jnp.float64)
-  x = np.asarray(jax.random.normal(jax.random.key(3), (n, d), jnp.float64))
+  x = np.asarray(jax.random.normal(jax.random.fold_in(key, 3), (n, d), jnp.float64))
   y = np.repeat(np.arange(k), n // k).astype(np.int32)
   x = x + 2.0 * np.eye(k, d)[y]   # some class structure
   recs = probes.probe_head(hp, jnp.asarray(x), y, num_classes=k, batch_size=7)
@@ -112,7 +113,7 @@ def test_probe_layer_matches_numpy(x64, key):
 def test_trace_identity_float32_wide_layer(key):
   """NC1 of φ(X)VSᵀ = NC1 of φ(X)Wᵀ also when the layer widens (U not square), float32."""
   hp = _head(key, 4, k=2, depth=1, width=9)
-  x = jax.random.normal(jax.random.key(5), (40, 4))
+  x = jax.random.normal(jax.random.fold_in(key, 5), (40, 4))
   y = np.repeat(np.arange(2), 20).astype(np.int32)
   rec = probes.probe_head(hp, x, y, num_classes=2)[0]
   w = np.asarray(nets.head_weights(hp)[0], np.float64)
@@ -129,7 +130,7 @@ def test_nc1_shares_add_up():
 
 def test_probe_layers_selection_and_errors(key):
   hp = _head(key, 4, k=2, depth=3, width=5)
-  x = jax.random.normal(jax.random.key(6), (20, 4))
+  x = jax.random.normal(jax.random.fold_in(key, 6), (20, 4))
   y = np.repeat(np.arange(2), 10).astype(np.int32)
   all_recs = probes.probe_head(hp, x, y, num_classes=2)
   sel = probes.probe_head(hp, x, y, num_classes=2, layers=[3])
@@ -143,8 +144,9 @@ def test_all_layer_agops_equal_per_layer_jacobians(x64, key):
   """The one-pass AGOPs (block-symmetric Grams, mask formula for the last layer, padded
   blocks) equal the per-layer vmap(jacrev) of each tail and a NumPy chain rule."""
   hp = _head(key, 9, k=4, depth=3, width=70, dtype=jnp.float64)
-  h1 = jax.random.normal(jax.random.key(7), (53, 9), jnp.float64)
+  h1 = jax.random.normal(jax.random.fold_in(key, 7), (53, 9), jnp.float64)
   grams = probes.preactivation_grams(hp, h1, batch_size=16)     # 53 = 3 * 16 + 5
+  assert len(grams) == len(probes._head_kernels(hp)) == 3
   (w1, w2, w3), wo = _np_params(hp)
   ws = (w1, w2, w3)
   h = np.asarray(h1)
@@ -175,16 +177,22 @@ def test_sym_gram_is_ata(x64):
 
 def test_probe_compiles_once_per_shape(key, monkeypatch):
   """Measurements with new parameters of the same shapes reuse one compilation."""
-  import chex
   fn = probes.probe_all.__wrapped__
   counted = jax.jit(chex.assert_max_traces(fn, n=1),
                     static_argnames=("layers", "num_classes", "batch_size", "global_mean"))
-  monkeypatch.setattr(probes, "probe_all", counted)
-  x = jax.random.normal(jax.random.key(8), (30, 4))
+  calls = []
+
+  def probe_all(*args, **kwargs):
+    calls.append(1)
+    return counted(*args, **kwargs)
+
+  monkeypatch.setattr(probes, "probe_all", probe_all)
+  x = jax.random.normal(jax.random.fold_in(key, 8), (30, 4))
   y = np.repeat(np.arange(2), 15).astype(np.int32)
-  for i in range(3):
-    hp = _head(jax.random.key(i), 4, k=2, depth=2, width=5)
+  for k in jax.random.split(key, 3):
+    hp = _head(k, 4, k=2, depth=2, width=5)
     probes.probe_head(hp, x, y, num_classes=2)
+  assert len(calls) == 3    # the measurements went through the counted function
 
 
 def test_nfa_baseline_against_numpy_monte_carlo(x64, key):
@@ -214,7 +222,7 @@ def test_low_rank_nfa_path_matches_numpy(x64, key):
   """A widening-input layer (d > m: WᵀW and G have rank m) goes through [d, m] factors;
   its NFA values equal NumPy's on the full [d, d] matrices, and its spectra those of eigh."""
   hp = _head(key, 11, k=3, depth=2, width=4, dtype=jnp.float64)
-  x = jax.random.normal(jax.random.key(9), (40, 11), jnp.float64)
+  x = jax.random.normal(jax.random.fold_in(key, 9), (40, 11), jnp.float64)
   y = np.repeat(np.arange(2), 20).astype(np.int32)
   rec = probes.probe_head(hp, x, y, num_classes=2)[0]
   w1 = np.asarray(nets.head_weights(hp)[0], np.float64)

@@ -4,6 +4,7 @@ Example counts are small by default; set HYPOTHESIS_PROFILE=thorough for more.
 """
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,10 +59,11 @@ def test_metric_invariances(data, scale, shift):
     base = dj.collapse_metrics(x, lab, num_classes=k)
     perm = rng.permutation(len(x))
     q, _ = np.linalg.qr(rng.normal(size=(x.shape[1], x.shape[1])))
+    names = ("nc1", "nc1_papyan", "cdnv", "nc2", "nc2_orthogonal", "tr_w_over_t")
     for xx, ll in ((x[perm], lab[perm]), (x @ q, lab), (x + shift, lab), (scale * x, lab)):
       got = dj.collapse_metrics(xx, ll, num_classes=k)
-      for name in ("nc1", "nc1_papyan", "cdnv", "nc2", "nc2_orthogonal", "tr_w_over_t"):
-        np.testing.assert_allclose(got[name], base[name], rtol=1e-7, atol=1e-12, err_msg=name)
+      chex.assert_trees_all_close({n: got[n] for n in names}, {n: base[n] for n in names},
+                                  rtol=1e-7, atol=1e-12)
 
 
 @given(labelled_data())
@@ -69,8 +71,9 @@ def test_metric_bounds(data):
   x, lab, k, _ = data
   with jax.enable_x64(True):
     m = dj.collapse_metrics(x, lab, num_classes=k)
-    # ‖G − Σ_ETF‖_F for a Gram G of unit vectors: entries of G − Σ_ETF lie in
-    # [-1 - 1/(K-1)... ] so the norm is at most sqrt(K(K-1)) · K/(K-1).
+    # ‖G − Σ_ETF‖_F for a Gram G of unit vectors: the diagonal of G − Σ_ETF is 0 and
+    # its K(K-1) other entries lie in [-1 + 1/(K-1), 1 + 1/(K-1)], so the norm is at
+    # most sqrt(K(K-1)) · K/(K-1).
     assert 0.0 <= float(m["nc2"]) <= np.sqrt(k * (k - 1)) * k / (k - 1) + 1e-9
     assert float(m["nc1"]) >= 0.0 and float(m["cdnv"]) >= 0.0
     # Σ_T = Σ_W + (weighted) between-class: tr Σ_W ≤ tr Σ_T.

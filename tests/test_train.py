@@ -37,7 +37,7 @@ def test_sgd_step_matches_numpy(x64, key):
   model = nets.make_model("mlp", num_classes=3, depth=2, width=8, init_gain=1.0,
                           param_dtype=jnp.float64)
   opt = train_lib.make_optimizer(cfg)
-  x = jax.random.normal(jax.random.key(1), (5, 6), jnp.float64)
+  x = jax.random.normal(jax.random.fold_in(key, 1), (5, 6), jnp.float64)
   y = 2.0 * jax.nn.one_hot(jnp.array([0, 1, 2, 0, 1]), 3, dtype=jnp.float64) - 1.0
   st = train_lib.init_state(model, opt, key, x, jnp.float64)
   step = jax.jit(train_lib.make_train_step(model, opt))
@@ -69,8 +69,7 @@ def test_sgd_step_matches_numpy(x64, key):
     ps = [p - 0.1 * b for p, b in zip(ps, bufs)]
   hp2 = nets.head_params({"params": st2.params})
   got = [np.asarray(w) for w in nets.head_weights(hp2)] + [np.asarray(nets.readout_weight(hp2))]
-  for g, r in zip(got, ps):
-    np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-13)
+  chex.assert_trees_all_close(got, ps, rtol=1e-11, atol=1e-13)
   assert int(st2.step) == 2
 
 
@@ -86,12 +85,12 @@ def test_train_step_traces_once(key):
   assert int(st.step) == 4
 
 
-def test_epoch_permutation_depends_on_seed_and_epoch_only():
-  k = jax.random.key(3)
-  p1 = train_lib.epoch_permutation(k, 1, 50)
+def test_epoch_permutation_depends_on_seed_and_epoch_only(key):
+  p1 = train_lib.epoch_permutation(key, 1, 50)
   assert sorted(p1.tolist()) == list(range(50))
-  np.testing.assert_array_equal(p1, train_lib.epoch_permutation(k, 1, 50))
-  assert not np.array_equal(p1, train_lib.epoch_permutation(k, 2, 50))
+  np.testing.assert_array_equal(p1, train_lib.epoch_permutation(key, 1, 50))
+  assert not np.array_equal(p1, train_lib.epoch_permutation(key, 2, 50))
+  assert not np.array_equal(p1, train_lib.epoch_permutation(jax.random.fold_in(key, 1), 1, 50))
 
 
 def test_tiny_mlp_on_digits_learns(tmp_path):
@@ -121,8 +120,7 @@ def test_resume_is_bit_for_bit(tmp_path):
   train_lib.train(train_lib.TrainConfig(**TINY, epochs=2), out_dir=tmp_path / "b", dataset=ds)
   resumed = train_lib.train(train_lib.TrainConfig(**TINY, epochs=4), out_dir=tmp_path / "b",
                             resume=True, dataset=ds)
-  for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  chex.assert_trees_all_equal(full.state, resumed.state)
   assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
   # A different configuration is refused, naming the differing option.
   with pytest.raises(ConfigError, match="lr: stored 0.05, asked 0.1"):
