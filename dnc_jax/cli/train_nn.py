@@ -1,31 +1,26 @@
 """``bin/train_nn``: train an MLP, VGG-11 or ResNet-18 and probe its head every few epochs.
 
-parse → :class:`dnc_jax.nets.train.TrainConfig` → :func:`dnc_jax.nets.train.train` → files in
-``--out``: ``config.json``, ``history.jsonl``, ``metrics.json``, ``metrics.csv``,
-``checkpoints/``, ``nc1_decomposition.png`` (Figs. 2, 7–9), ``training.png``
-(Figs. 10–12).
+parse → :class:`dnc_jax.nets.train.TrainConfig` → :func:`dnc_jax.nets.train.train_in_dir`
+→ files in ``--out``: ``config.json``, ``history.jsonl``, ``metrics.json``, ``metrics.csv``,
+``checkpoints/`` and, by :func:`dnc_jax.viz.training.plot_run`, ``nc1_decomposition.png``
+(Figs. 2, 7–9) and ``training.png`` (Figs. 10–12).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import sys
 
 from dnc_jax.cli import HelpFormatter
 from dnc_jax.errors import ConfigError, DncError
+from dnc_jax.io import runs
+from dnc_jax.nets import train as train_lib
+from dnc_jax.nets.models import MODELS
 
-MODELS = ("mlp", "vgg11", "resnet18")
-# Options whose default depends on the model (Appendix D); None = "not given".
-PAPER_OPTIONS = ("lr", "momentum", "epochs", "init")
-# A directory holds a run once it has a checkpoint or metrics.json (without either there
-# is nothing to continue, so a new run may replace what a killed start left there).
-RUN_FILES = ("metrics.json",)
-OUTPUT_FILES = ("config.json", "history.jsonl", "metrics.json", "metrics.csv",
-                "nc1_decomposition.png", "training.png")
-# Relative fall of the training loss below which a run is still on its initial plateau.
-PLATEAU_FALL = 0.05
+# The run-directory rules and the plateau note, under the names this command exports.
+check_out = train_lib.check_out
+plateau_note = train_lib.plateau_note
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,117 +89,43 @@ def parse(argv=None, *, with_overwrite: bool = False):
 
   Raises DncError on bad options.
   """
-  from dnc_jax.nets import train as train_lib
   args = build_parser().parse_args(argv)
   if with_overwrite:
     return (*parse(argv), bool(args.overwrite))
   given = {f.name: getattr(args, f.name) for f in dataclasses.fields(train_lib.TrainConfig)
            if hasattr(args, f.name) and getattr(args, f.name) is not None}
   given["progress"] = not args.no_progress
-  if args.resume is not None:
-    run_dir = pathlib.Path(args.resume)
-    if args.out is not None and pathlib.Path(args.out).resolve() != run_dir.resolve():
-      raise ConfigError(f"--out {args.out} differs from --resume {args.resume}; a resumed run "
-                        "continues in its own directory (drop --out)")
-    if args.overwrite:
-      raise ConfigError("--overwrite starts afresh and --resume continues; pass one of them")
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-      raise ConfigError(f"cannot resume: {cfg_path} not found; pass the --out directory of an "
-                        "earlier train_nn run")
-    stored = json.loads(cfg_path.read_text())["config"]
-    merged = {**stored, **given}
-    cfg = train_lib.TrainConfig(**{k: merged[k] for k in stored
-                                   if k in {f.name for f in dataclasses.fields(train_lib.TrainConfig)}})
-    return cfg, run_dir, True, not args.no_plots
-  model = given.get("model", "mlp")
-  if model not in MODELS:
-    raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-  dataset = given.get("dataset", "fashion_mnist")
-  cfg = train_lib.TrainConfig(**{**train_lib.paper_defaults(model, dataset), **given})
-  out = pathlib.Path(args.out or f"runs/{cfg.model}_{cfg.dataset}_s{cfg.seed}")
-  return cfg, out, False, not args.no_plots
+  if args.resume is None:
+    cfg = train_lib.make_config(given)
+    out = pathlib.Path(args.out or f"runs/{cfg.model}_{cfg.dataset}_s{cfg.seed}")
+    return cfg, out, False, not args.no_plots
+  run_dir = pathlib.Path(args.resume)
+  if args.out is not None and pathlib.Path(args.out).resolve() != run_dir.resolve():
+    raise ConfigError(f"--out {args.out} differs from --resume {args.resume}; a resumed run "
+                      "continues in its own directory (drop --out)")
+  if args.overwrite:
+    raise ConfigError("--overwrite starts afresh and --resume continues; pass one of them")
+  return train_lib.make_config(given, resume_dir=run_dir), run_dir, True, not args.no_plots
 
 
 def run(cfg, out, resume: bool, plots: bool):
   """Trains, then writes the figures; returns the :class:`dnc_jax.nets.train.TrainResult`."""
-  import jax
   if cfg.x64:
+    import jax
     jax.config.update("jax_enable_x64", True)
-  from dnc_jax.nets import train as train_lib
-  result = train_lib.train(cfg, out_dir=out, resume=resume)
+  result = train_lib.train_in_dir(cfg, out, resume=resume)
   if plots:
     from dnc_jax.viz import training as train_plots
-    title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
-    train_plots.plot_nc1_decomposition([result.history], pathlib.Path(out) / "nc1_decomposition",
-                                       title=title)
-    train_plots.plot_training([result.history], pathlib.Path(out) / "training", title=title)
+    train_plots.plot_run([result.history], out,
+                         title=f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})")
   return result
-
-
-def latest_checkpoint(out) -> int | None:
-  """The epoch of the newest checkpoint in ``out`` (None when there is none)."""
-  from dnc_jax.nets import train as train_lib
-  folder = pathlib.Path(out) / train_lib.CHECKPOINT_DIR
-  steps = [int(p.name) for p in folder.glob("*") if p.name.isdigit() and p.is_dir()] \
-      if folder.is_dir() else []
-  return max(steps, default=None)
-
-
-def check_out(out, *, resume: bool, overwrite: bool) -> None:
-  """The ``--out`` rules (:func:`dnc_jax.io.runs.check_out`); a run to resume needs a checkpoint."""
-  from dnc_jax.io import runs
-  runs.check_out(out, overwrite=overwrite, resume=resume, markers=RUN_FILES,
-                 resume_hint=f"--resume {out}")
-  if not (resume or overwrite) and latest_checkpoint(out) is not None:
-    raise ConfigError(f"{out} holds an interrupted run; continue it with --resume {out}, or "
-                      "pass --overwrite to start afresh")
-  if resume and latest_checkpoint(out) is None:
-    raise ConfigError(f"nothing to resume in {out}: no checkpoint was written (the run stopped "
-                      "before epoch 0 was measured); start it afresh with --overwrite")
-
-
-def clear_run(out) -> None:
-  """Removes the files of an earlier run in ``out`` (only those) before a new run."""
-  import shutil
-
-  from dnc_jax.io import runs
-  from dnc_jax.nets import train as train_lib
-  runs.clear_run_files(pathlib.Path(out), OUTPUT_FILES)
-  shutil.rmtree(pathlib.Path(out) / train_lib.CHECKPOINT_DIR, ignore_errors=True)
-
-
-def plateau_note(history: list, num_classes: int | None = None) -> str | None:
-  """A note when training has not left its early plateaus (else None).
-
-  With a small initialisation (the paper's gains 0.2-0.3) the outputs start near
-  0 and the MSE near 1, where it stays for many epochs; it then drops to the
-  class-prior level (``4(K-1)/K²``, 0.36 for 10 balanced classes) with
-  accuracy still at chance. A short run ends on one of these plateaus.
-  """
-  losses = [r.get("train_loss") for r in history if r.get("train_loss") is not None]
-  if len(losses) < 2 or not losses[0] > 0:
-    return None
-  last = history[-1]
-  acc = last.get("train_acc")
-  if losses[-1] < (1 - PLATEAU_FALL) * losses[0]:
-    if not (num_classes and acc is not None and acc <= 2.0 / num_classes):
-      return None
-    where = (f"training accuracy {acc:.3f} is still near chance (1/{num_classes}) at epoch "
-             f"{last['epoch']}, train loss {losses[-1]:.4f}")
-  else:
-    where = (f"the training loss has not left its initial plateau ({losses[0]:.4f} at epoch "
-             f"{history[0]['epoch']}, {losses[-1]:.4f} at epoch {last['epoch']})")
-  return (f"note: {where}: with the paper's small init the loss stays near its starting value, "
-          "then near the class-prior level, for many epochs (the paper trains 500); continue "
-          "with --resume DIR --epochs N, or try a larger --init (docs/networks.md)")
 
 
 def interrupted_message(out) -> str:
   """What an interrupted run prints: where it stopped and the command that continues it."""
   if out is None:
     return "train_nn: interrupted"
-  epoch = latest_checkpoint(out)
+  epoch = train_lib.latest_checkpoint(out)
   if epoch is None:
     return ("train_nn: interrupted before the first checkpoint; nothing to resume. Run the same "
             "command again (with --overwrite if it says the directory holds a run).")
@@ -212,9 +133,20 @@ def interrupted_message(out) -> str:
           f"  bin/train_nn --resume {out}")
 
 
+def _print_result(result, out) -> None:
+  """The last epoch's numbers and, on a plateau, how to go on."""
+  last = result.history[-1]
+  probed = [r for r in result.history if "layers" in r]
+  nfa = ", ".join(f"{r['nfa']['sqrt_agop']:.3f}" for r in probed[-1]["layers"]) if probed else "-"
+  print(f"wrote {out}: epoch {last['epoch']}, train loss {last['train_loss']:.4g}, "
+        f"test acc {last.get('test_acc', float('nan')):.4f}; NFA (Pearson of W^T W with "
+        f"AGOP^1/2) per layer: {nfa}")
+  note = plateau_note(result.history, getattr(result.model, "num_classes", None))
+  if note:
+    print(note.replace("DIR", str(out)))
+
+
 def main(argv=None) -> int:
-  from dnc_jax.io import runs
-  from dnc_jax.nets import train as train_lib
   state = {"out": None}
 
   def on_second(signum):
@@ -229,30 +161,12 @@ def main(argv=None) -> int:
       cfg, out, resume, plots, overwrite = parse(argv, with_overwrite=True)
       check_out(out, resume=resume, overwrite=overwrite)
       state["out"] = out
-      with runs.removed_if_left_empty(out):
-        if not resume:   # what a replaced or killed earlier start left there
-          clear_run(out)
-        try:
-          result = run(cfg, out, resume, plots)
-        except DncError as e:
-          # A new run that failed before its first checkpoint leaves nothing behind.
-          if (not resume and not isinstance(e, train_lib.DivergenceError)
-              and latest_checkpoint(out) is None):
-            clear_run(out)
-          raise
+      result = run(cfg, out, resume, plots)
     except DncError as e:
       print(f"train_nn: error: {e}", file=sys.stderr)
       return 2
     except KeyboardInterrupt as e:
       print(interrupted_message(state["out"]), file=sys.stderr)
       return getattr(e, "exit_code", 130)
-  last = result.history[-1]
-  probed = [r for r in result.history if "layers" in r]
-  nfa = ", ".join(f"{r['nfa']['sqrt_agop']:.3f}" for r in probed[-1]["layers"]) if probed else "-"
-  print(f"wrote {out}: epoch {last['epoch']}, train loss {last['train_loss']:.4g}, "
-        f"test acc {last.get('test_acc', float('nan')):.4f}; NFA (Pearson of W^T W with "
-        f"AGOP^1/2) per layer: {nfa}")
-  note = plateau_note(result.history, getattr(result.model, "num_classes", None))
-  if note:
-    print(note.replace("DIR", str(out)))
+  _print_result(result, out)
   return 0
