@@ -1,14 +1,22 @@
-"""The ``vmap(jacrev)`` AGOP against a closed-form einsum AGOP of the same kernel, same run.
+"""The kernel predictor's AGOP by hand-written rules and in closed form, same run.
 
-Both compute the Laplace-kernel predictor's AGOP at the training points with the
-self term masked, in float32 with HIGHEST precision, blocked over rows:
+All compute the Laplace-kernel predictor's AGOP at the training points with the
+self term masked and class-centred distances (as a Deep RFM layer runs it), in
+float32 with HIGHEST precision, blocked over rows
+(``dnc_jax.rfm.predictor``):
 
-* ``jacrev``: ``dnc_jax.rfm.agop.agop_sum`` of ``kernel_predictor`` (as Deep RFM runs it, with
-  class-centred distances);
-* ``closed form``: ``J_i = Σ_j α_j c_ij (x_i − x_j)ᵀ`` with
-  ``c_ij = −k_ij / (L‖x_i − x_j‖)``, written as matmuls.
+* ``rules``: ``agop_sum`` of ``kernel_predictor`` (``vmap(jacrev)`` through
+  the hand-written derivative rules);
+* ``closed form``: ``closed_form_agop_sum``, distances computed block by block;
+* ``closed form, given sq``: the same reading the ``[N, N]`` squared distances
+  that the layer's solve already holds (their cost is not counted);
+* ``closed form, no frame``: plain differences ``x_i − x_j`` (what
+  ``kernel_agop(implementation="closed_form")`` computes), whose float32 error
+  grows as classes collapse (``--spread 1e-4``).
 
-A plain matmul of the same size gives the roofline reference.
+Each result's deviation from a float64 reference (the closed form in float64
+without the frame: plain differences), and a plain matmul of the same size as
+the roofline.
 
   python bench/agop.py --n 2000 --d 1024
 """
@@ -28,27 +36,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax.rfm import kernels as K
-from dnc_jax.rfm.agop import agop_sum, kernel_predictor
+from dnc_jax.rfm.agop import agop_sum
+from dnc_jax.rfm.predictor import closed_form_agop_sum, kernel_predictor
 
 H = jax.lax.Precision.HIGHEST
 
 
-def closed_form_agop(x, alpha, *, bandwidth, batch_size):
-  n, d = x.shape
+def _enable_x64():
+  enable = getattr(jax, "enable_x64", None)
+  if enable is None:  # older JAX
+    from jax.experimental import enable_x64 as enable
+  return enable(True)
 
-  def body(acc, i0):
-    xb = jax.lax.dynamic_slice_in_dim(x, i0, batch_size)
-    dist = jnp.sqrt(jnp.maximum(K.sq_distances(xb, x), 1e-30))
-    c = -jnp.exp(-dist / bandwidth) / (bandwidth * dist)
-    self_ = jnp.arange(n)[None, :] == (i0 + jnp.arange(batch_size))[:, None]
-    c = jnp.where(self_, 0.0, c)
-    s = jnp.matmul(c, alpha, precision=H)                                  # [B, K]
-    t = jnp.einsum("bn,nk,nd->bkd", c, alpha, x, precision=H)             # [B, K, d]
-    jac = s[:, :, None] * xb[:, None, :] - t
-    return acc + jnp.einsum("bkd,bke->de", jac, jac, precision=H), None
 
-  acc, _ = jax.lax.scan(body, jnp.zeros((d, d), x.dtype), jnp.arange(0, n, batch_size))
-  return acc / n
+def _data(n, d, k, spread):
+  rng = np.random.default_rng(0)
+  lab = np.repeat(np.arange(k), n // k + 1)[:n].astype(np.int32)
+  x = rng.normal(size=(k, d))[lab] + spread * rng.normal(size=(n, d))
+  return x / np.linalg.norm(x, axis=1, keepdims=True), rng.normal(size=(n, k)), lab
 
 
 def main(argv=None):
@@ -58,56 +63,69 @@ def main(argv=None):
   p.add_argument("--classes", type=int, default=10)
   p.add_argument("--batch-size", type=int, default=200)
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--spread", type=float, default=1.0,
+                 help="within-class noise over the class means' scale (small: collapsed classes)")
   args = p.parse_args(argv)
   n, d, k, bs = args.n, args.d, args.classes, args.batch_size
-  assert n % bs == 0, "--n must be a multiple of --batch-size"
-  rng = np.random.default_rng(0)
-  lab = jnp.asarray(np.repeat(np.arange(k), n // k + 1)[:n].astype(np.int32))
-  x = rng.normal(size=(n, d)) + rng.normal(size=(k, d))[np.asarray(lab)]
-  x = jnp.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), jnp.float32)
-  alpha = jnp.asarray(rng.normal(size=(n, k)), jnp.float32)
+  x64, alpha64, lab_np = _data(n, d, k, args.spread)
+  x, alpha = jnp.asarray(x64, jnp.float32), jnp.asarray(alpha64, jnp.float32)
+  lab = jnp.asarray(lab_np)
+  closed = functools.partial(closed_form_agop_sum, kernel="laplace", bandwidth=2.0, batch_size=bs)
 
+  # Labels are arguments, as in a layer: constant labels let XLA fold the class counts and
+  # divide by their reciprocals, and the residuals x − μ are then no longer exact.
   @jax.jit
-  def jacrev_agop(x, alpha):
-    f = kernel_predictor(x, alpha, kernel="laplace", bandwidth=2.0,
-                         frame=K.centred_frame(x, lab, k))
+  def rules(x, alpha, lab):
+    f = kernel_predictor(x, alpha, kernel="laplace", bandwidth=2.0, frame=K.centred_frame(x, lab, k))
     return agop_sum(f, x, batch_size=bs) / n
 
-  closed = jax.jit(functools.partial(closed_form_agop, bandwidth=2.0, batch_size=bs))
-  mm = jax.jit(lambda a: jnp.matmul(a, a, precision=H))
-  sq = jnp.asarray(rng.normal(size=(2048, 2048)), jnp.float32)
+  closed_frame = jax.jit(lambda x, alpha, lab: closed(x, alpha, frame=K.centred_frame(x, lab, k)) / n)
+  closed_plain = jax.jit(lambda x, alpha: closed(x, alpha) / n)
+  closed_sq = jax.jit(lambda x, alpha, fr, sq: closed(x, alpha, frame=fr, sq_distances=sq) / n)
 
-  # Interleaved: each repeat times the matmul, then jacrev, then the closed form, so a
-  # slow spell of a shared machine hits all three; ratios are medians of per-repeat ratios.
-  fns = {"mm": lambda: mm(sq), "jacrev": lambda: jacrev_agop(x, alpha),
-         "closed": lambda: closed(x, alpha)}
-  for f in fns.values():
-    jax.block_until_ready(f())
+  @jax.jit
+  def layer_frame(x, lab):
+    # As a layer builds them for its solve (inside jit): frame distances, zero diagonal.
+    frame = K.centred_frame(x, lab, k)
+    return frame, jnp.where(jnp.eye(n, dtype=bool), 0.0, K.frame_sq_distances(frame, x, lab))
+
+  frame, sq = layer_frame(x, lab)
+  mm = jax.jit(lambda a: jnp.matmul(a, a, precision=H))
+  sq_mm = jnp.asarray(np.random.default_rng(1).normal(size=(2048, 2048)), jnp.float32)
+
+  # Interleaved: each repeat times every variant, so a slow spell of a shared machine
+  # hits all; ratios are medians of per-repeat ratios.
+  fns = {"mm": lambda: mm(sq_mm), "rules": lambda: rules(x, alpha, lab),
+         "closed": lambda: closed_frame(x, alpha, lab), "closed_sq": lambda: closed_sq(x, alpha, frame, sq),
+         "closed_plain": lambda: closed_plain(x, alpha)}
+  results = {k_: jax.block_until_ready(f()) for k_, f in fns.items()}
   times = {k_: [] for k_ in fns}
   for _ in range(args.repeats):
     for k_, f in fns.items():
       t0 = time.perf_counter()
       jax.block_until_ready(f())
       times[k_].append(time.perf_counter() - t0)
-  med = {k_: statistics.median(v) for k_, v in times.items()}
+  with _enable_x64():
+    # The float32 inputs in float64: the deviation is the computation's, not the inputs'.
+    ref = np.asarray(closed_plain(jnp.asarray(np.asarray(x, np.float64)),
+                                  jnp.asarray(np.asarray(alpha, np.float64))))
+
   mm_flops = 2 * 2048**3
-  flops = 2 * n * n * k * d + 2 * n * k * d * d + 2 * n * n * d
-
-  def ratio(name):
-    return statistics.median((flops / a) / (mm_flops / m) for a, m in zip(times[name], times["mm"]))
-
-  m_j, m_c = jacrev_agop(x, alpha), closed(x, alpha)
-  err = float(jnp.linalg.norm(m_j - m_c) / jnp.linalg.norm(m_c))
-  print(f"AGOP N={n} d={d} K={k} block={bs}, float32 HIGHEST, {jax.default_backend()}, "
-        f"{os.cpu_count()} CPUs, {args.repeats} interleaved repeats; {flops / 1e9:.1f} GFLOP")
-  print(f"plain matmul [2048]^3  {mm_flops / med['mm'] / 1e9:8.1f} GFLOP/s (median)")
-  print(f"vmap(jacrev) AGOP  {med['jacrev']:8.3f} s  {flops / med['jacrev'] / 1e9:8.1f} GFLOP/s  "
-        f"{ratio('jacrev'):5.2f} × matmul")
-  print(f"closed-form AGOP   {med['closed']:8.3f} s  {flops / med['closed'] / 1e9:8.1f} GFLOP/s  "
-        f"{ratio('closed'):5.2f} × matmul")
-  per = [a / c for a, c in zip(times["jacrev"], times["closed"])]
-  print(f"jacrev / closed-form time: {statistics.median(per):.2f} (median of per-repeat ratios; "
-        f"range {min(per):.2f}-{max(per):.2f}); relative difference of the two M: {err:.1e}")
+  gemm = 2 * n * n * k * d + 2 * n * k * d * d       # Jacobian GEMM + JᵀJ
+  flops = {"rules": gemm + 2 * n * n * d, "closed": gemm + 2 * n * n * d, "closed_sq": gemm,
+           "closed_plain": gemm + 2 * n * n * d}
+  labels = {"rules": "rules (vmap(jacrev))", "closed": "closed form",
+            "closed_sq": "closed form, given sq", "closed_plain": "closed form, no frame"}
+  print(f"AGOP N={n} d={d} K={k} block={bs} spread={args.spread}, float32 HIGHEST, "
+        f"{jax.default_backend()}, {os.cpu_count()} CPUs, {args.repeats} interleaved repeats")
+  print(f"plain matmul [2048]^3       {mm_flops / statistics.median(times['mm']) / 1e9:8.1f} GFLOP/s")
+  for name in labels:
+    med = statistics.median(times[name])
+    rate = statistics.median((flops[name] / a) / (mm_flops / m) for a, m in zip(times[name], times["mm"]))
+    per = statistics.median(a / b for a, b in zip(times[name], times["rules"]))
+    err = np.linalg.norm(np.asarray(results[name], np.float64) - ref) / np.linalg.norm(ref)
+    print(f"{labels[name]:<26}{med:8.3f} s  {flops[name] / med / 1e9:7.1f} GFLOP/s  "
+          f"{rate:5.2f} × matmul  time/rules {per:5.2f}  float32 vs float64 {err:.1e}")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,14 @@ def test_unknown_kernel():
   x = np.eye(3, dtype=np.float32)
   with pytest.raises(ConfigError, match="unknown kernel 'cauchy'.*laplace, gaussian"):
     dj.krr_fit(x, x, kernel="cauchy", bandwidth=2.0)
+
+
+def test_safe_sqrt_and_laplace_slope_at_zero(x64):
+  """sqrt's derivative is 1/(2√s) for s > 0 and 0 (not inf or NaN) at s = 0; so is the Laplace rule's."""
+  from dnc_jax.rfm import kernels
+  sq = jnp.asarray([0.0, 0.25, 4.0])
+  _, dsqrt = jax.jvp(kernels.safe_sqrt, (sq,), (jnp.ones_like(sq),))
+  np.testing.assert_allclose(dsqrt, [0.0, 1.0, 0.25], rtol=1e-15)
+  _, dk = jax.jvp(lambda s: kernels.laplace_from_sq(s, 2.0), (sq,), (jnp.ones_like(sq),))
+  r = np.sqrt([0.25, 4.0])
+  np.testing.assert_allclose(dk, [0.0, *(-np.exp(-r / 2.0) / (4.0 * r))], rtol=1e-14)

@@ -3,7 +3,8 @@ r"""Laplace and Gaussian kernels, with an optional Mahalanobis matrix.
 Data are rows: ``x`` is ``[n, d]``, ``z`` is ``[m, d]``, kernel matrices are
 ``[n, m]``. Every matmul uses ``Precision.HIGHEST``: GPUs otherwise use TF32, and
 the expanded distance :math:`\|x\|^2 + \|z\|^2 - 2 x\cdot z` loses all accuracy
-once classes collapse.
+once classes collapse. The kernel predictor and its derivatives (for the AGOP)
+are in :mod:`dnc_jax.rfm.predictor`.
 
 .. math::
    \|x - z\|_M^2 = (x - z)^\top M (x - z), \qquad
@@ -51,9 +52,10 @@ def sq_distances(x: jax.Array, z: jax.Array, M: jax.Array | None = None) -> jax.
   return jnp.maximum(xx[:, None] + zz[None, :] - 2.0 * xz, 0.0)
 
 
-def _safe_sqrt(sq: jax.Array) -> jax.Array:
-  # sqrt'(0) is infinite; the Laplace kernel's gradient at coincident points is
-  # defined as 0 (SPEC §3), which the tiny floor gives after the chain rule.
+def safe_sqrt(sq: jax.Array) -> jax.Array:
+  """``sqrt(sq)`` whose derivative at ``sq = 0`` is 0, not infinite (nor NaN)."""
+  # The Laplace kernel's gradient at coincident points is defined as 0 (SPEC §3);
+  # the inner where keeps sqrt' finite, the outer one gives 0 after the chain rule.
   pos = sq > 0
   return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
@@ -76,14 +78,14 @@ def laplace_from_sq(sq: jax.Array, bandwidth) -> jax.Array:
 
 @jax.custom_jvp
 def _laplace_from_sq(sq: jax.Array, bandwidth: jax.Array) -> jax.Array:
-  return jnp.exp(-_safe_sqrt(sq) / bandwidth)
+  return jnp.exp(-safe_sqrt(sq) / bandwidth)
 
 
 @_laplace_from_sq.defjvp
 def _laplace_from_sq_jvp(primals, tangents):
   sq, bandwidth = primals
   dsq, dbandwidth = tangents
-  r = _safe_sqrt(sq)
+  r = safe_sqrt(sq)
   k = jnp.exp(-r / bandwidth)
   pos = sq > 0
   w = jnp.where(pos, -k / (2.0 * bandwidth * jnp.where(pos, r, 1.0)), 0.0)
@@ -251,7 +253,7 @@ def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
   The class term ``r · μ_{c_j}`` is spread over the ``N`` rows by a gather that
   fuses into the elementwise pass (no extra ``[m, N]`` buffer: the kernel
   matrix's peak memory is two ``[N, N]`` arrays, not three). For gradients of
-  one query at a time use :func:`frame_row_sq_distances`.
+  one query at a time use :func:`dnc_jax.rfm.predictor.frame_row_sq_distances`.
 
   ``matmul_precision`` (:mod:`dnc_jax.rfm.precision`) applies to the ``[m, d] × [d, N]``
   residual product, the only large matmul here.
@@ -268,55 +270,3 @@ def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
            + frame.row_mean_sq_dist[:, centre].T)          # [m, N]
   sq = r_sq[:, None] + const - 2.0 * (cross - own)
   return jnp.maximum(sq, 0.0)
-
-
-def frame_row_sq_distances(frame: CentredFrame, *, matmul_precision: str = "highest"
-                           ) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  r"""``sq(x, centre_onehot)``: ONE query's squared distances ``[N]`` to the frame's rows.
-
-  The numbers of :func:`frame_sq_distances` for a single query ``x`` ``[d]`` whose
-  centre class is given one-hot (``[K]``), with reverse mode by a hand-written
-  rule. For a cotangent :math:`g \in \mathbb{R}^N`,
-
-  .. math::
-     \nabla_x \sum_j g_j \|x - x_j\|^2
-       = 2\Big(r \sum_j g_j - \sum_j g_j r_j - \sum_a G_a (\mu_a - \mu_c)\Big),
-     \qquad G_a = \sum_{j: c_j = a} g_j,
-
-  from ONE product of ``g`` with the ``[N, d + K]`` matrix of residuals and
-  one-hot labels side by side. Same-class mean differences are exactly zero
-  here, so a collapsed class keeps its float32 accuracy in the gradient as in
-  the distances. Under ``vmap(jacrev)`` ``g`` is the ``[B, K, N]`` cotangent
-  block, and this product is the AGOP's Jacobian GEMM: one pass over the block
-  instead of the four (two GEMMs, a reduction, a mask) that differentiating
-  :func:`frame_sq_distances` makes.
-
-  Forward mode is not defined (reverse mode only).
-  """
-  resid_aug = jnp.concatenate([frame.resid, frame.onehot], axis=1)     # [N, d + K]
-  d = frame.resid.shape[1]
-
-  def residual(x, centre_onehot):
-    mu = jnp.matmul(centre_onehot, frame.means, precision=HIGHEST)    # exact: one-hot
-    return x - mu, mu
-
-  @jax.custom_vjp
-  def sq(x, centre_onehot):
-    centre = jnp.argmax(centre_onehot).astype(frame.labels.dtype)
-    return frame_sq_distances(frame, x[None], centre[None],
-                              matmul_precision=matmul_precision)[0]
-
-  def fwd(x, centre_onehot):
-    return sq(x, centre_onehot), (x, centre_onehot)
-
-  def bwd(res, g):
-    x, centre_onehot = res
-    r, mu = residual(x, centre_onehot)
-    s = precision_lib.matmul(g, resid_aug, matmul_precision)           # [d + K]
-    ga = s[d:]
-    dmu = frame.means - mu[None, :]                                     # μ_a − μ_c
-    grad = 2.0 * (r * jnp.sum(ga) - s[:d] - jnp.matmul(ga, dmu, precision=HIGHEST))
-    return grad, jnp.zeros_like(centre_onehot)
-
-  sq.defvjp(fwd, bwd)
-  return sq
