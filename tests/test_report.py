@@ -191,7 +191,8 @@ def test_layer_table_by_hand(tmp_path):
 
 def _claims(root, group):
   text = report_nets.claims_table(root, group)
-  rows = [_cells(r) for r in text.splitlines() if r.startswith("| ") and not r.startswith("| claim")]
+  rows = [_cells(r) for r in text.splitlines()
+          if r.startswith("| ") and not r.startswith("| claim")]
   return text, {r[0]: r[1:] for r in rows}
 
 
@@ -206,7 +207,8 @@ def _expected_ours(v):
       "base": (f"baseline with random eigenvectors: {v['base0'].mean():.3g} at epoch 0, "
                f"{v['base'].mean():.3g} (draw sd {v['base_sd'].mean():.2g}) at the end; NFA "
                f"{v['nfa0'].mean():.3g} at epoch 0, {nfa.mean():.3g} at the end"),
-      "nc2": ", ".join(f"{a:.3g} → {b:.3g}" for a, b in zip(v["nc2_0"].mean(0), v["nc2"].mean(0))),
+      "nc2": ", ".join(f"{a:.3g} → {b:.3g}"
+                       for a, b in zip(v["nc2_0"].mean(0), v["nc2"].mean(0))),
       "relu": ", ".join(f"{abs(b):.2g}" for b in relu),
   }, sv, relu
 
