@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
@@ -90,9 +91,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     x_next, _, out = drfm.rfm_layer(
         x, jnp.zeros((0, x.shape[1]), jnp.float32), y, lab, jax.random.fold_in(key, layer),
-        cfg.bandwidth, cfg.ridge, cfg.sigma, kernel=cfg.kernel, features="cos",
-        width=x.shape[1], weight_init=cfg.weight_init, num_classes=k, global_mean="sample",
-        batch_size=128)
+        dataclasses.replace(cfg, width=None, global_mean="sample"), batch_size=128)
     xa = np.asarray(jnp.matmul(drfm.normalise_rows(x), metrics_lib.psd_sqrt(out.m),
                                precision=jax.lax.Precision.HIGHEST), np.float64)
     l1 = cdist(xa, xa, "cityblock")

@@ -300,7 +300,7 @@ def bench_command(args):
   """Whole ``bin/deep_rfm`` commands in fresh processes: wall time by phase (their ``timing``)."""
   import subprocess
   import tempfile
-  from dnc_jax.cli.deep_rfm import PHASES, format_timing
+  from dnc_jax.rfm.timing import PHASES, format_timing
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   timings = []
   with tempfile.TemporaryDirectory(prefix="bench_deep_rfm_") as tmp:

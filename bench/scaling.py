@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 import dnc_jax as dj  # noqa: E402
 from dnc_jax.rfm import sharded  # noqa: E402
-from dnc_jax.rfm import solvers  # noqa: E402
+from dnc_jax.rfm import memory, solvers  # noqa: E402
 
 
 def mixture(n, d, k=10, seed=0, dtype=np.float32):
@@ -51,7 +51,7 @@ def mixture(n, d, k=10, seed=0, dtype=np.float32):
 def layer_times(n, d, depth, devices, solver):
   x, lab = mixture(n, d)
   cfg = dj.preset_config("reference", depth=depth, width=d, gram_layers=())
-  res = sharded.sharded_deep_rfm(x, lab, cfg, key=jax.random.key(0), devices=devices,
+  res = dj.sharded_deep_rfm(x, lab, cfg, key=jax.random.key(0), devices=devices,
                                  solver=solver)
   secs = [r["seconds"] for r in res.layers]
   return {"devices": devices, "solver": solver, "n": n, "d": d,
@@ -104,7 +104,7 @@ def cpu(args):
 def gpu(args):
   t_start = time.perf_counter()
   dev = jax.devices()[0]
-  out = {"device": str(dev.device_kind), "memory_bytes": solvers.default_memory_bytes() * 2,
+  out = {"device": str(dev.device_kind), "memory_bytes": memory.available_bytes(dev),
          "cholesky": [], "cg": [], "layer": []}
 
   def left():
@@ -152,7 +152,7 @@ def gpu(args):
       cfg = dj.preset_config("reference", depth=2, width=64, gram_layers=())
       t = time.perf_counter()
       try:
-        res = sharded.sharded_deep_rfm(x, lab, cfg, key=jax.random.key(0), devices=1,
+        res = dj.sharded_deep_rfm(x, lab, cfg, key=jax.random.key(0), devices=1,
                                        solver=solver)
         rec = {"n": n, "solver": solver, "layer_s": [r["seconds"] for r in res.layers],
                "total_s": time.perf_counter() - t,

@@ -14,8 +14,9 @@ from dnc_jax.rfm.agop import agop, kernel_agop
 # The real function, so help() shows its signature and docstring (dnc_jax.data
 # imports tensorflow-datasets only when a tfds dataset is loaded).
 from dnc_jax.data import load_dataset
-from dnc_jax.rfm.driver import (DeepRFMConfig, DeepRFMResult, deep_rfm, normalise_rows,
-                              preset_config, rfm_layer)
+from dnc_jax.rfm.config import DeepRFMConfig, SolverConfig, preset_config
+from dnc_jax.rfm.driver import DeepRFMResult, deep_rfm, deep_rfm_cg, sharded_deep_rfm
+from dnc_jax.rfm.layer import normalise_rows, rfm_layer
 from dnc_jax.errors import ConfigError, DataError, DncError, SolveError
 from dnc_jax.rfm.features import apply_features, init_features
 from dnc_jax.rfm.kernels import gaussian_kernel, laplace_kernel, sq_distances
@@ -24,13 +25,12 @@ from dnc_jax.metrics import (collapse_metrics, cosine_similarity, covariance_tra
                              nc1, nc2, nfa_correlation, psd_sqrt)
 
 
-# Heavier parts (Flax networks, training, sharding) load on first use.
+# Heavier parts (Flax networks, training, the mesh layer, CG) load on first use.
 _LAZY = {
     "make_model": "dnc_jax.nets.models", "TrainConfig": "dnc_jax.nets.train",
     "paper_defaults": "dnc_jax.nets.train", "DivergenceError": "dnc_jax.nets.train",
     "probe_head": "dnc_jax.nets.probes", "tail_agop": "dnc_jax.nets.probes", "nc1_shares": "dnc_jax.nets.probes",
-    "sharded_deep_rfm": "dnc_jax.rfm.sharded", "sharded_rfm_layer": "dnc_jax.rfm.sharded",
-    "deep_rfm_cg": "dnc_jax.rfm.sharded", "make_mesh": "dnc_jax.rfm.sharded",
+    "sharded_rfm_layer": "dnc_jax.rfm.sharded", "make_mesh": "dnc_jax.rfm.sharded",
     "solve": "dnc_jax.rfm.solvers", "conjugate_gradient": "dnc_jax.rfm.solvers",
     "nystrom_preconditioner": "dnc_jax.rfm.solvers", "choose_solver": "dnc_jax.rfm.solvers",
 }

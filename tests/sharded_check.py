@@ -5,6 +5,7 @@ JAX fixes its device count when it starts, so the 4 simulated CPU devices
 Usage: ``python tests/sharded_check.py OUT.json``; writes relative errors and
 flags for the test to assert on.
 """
+import dataclasses
 import json
 import os
 import sys
@@ -65,17 +66,15 @@ def main(path):
                                for i in range(4)]
   key = jax.random.key(3)
   cfg = dj.preset_config("reference", depth=3, width=D)      # d = width: one layer shape
-  statics = dict(kernel=cfg.kernel, features=cfg.features, width=D,
-                 weight_init=cfg.weight_init, num_classes=K, global_mean=cfg.global_mean)
   # Reference: the one-device layer (batch size as deep_rfm picks it).
   ref = drfm.rfm_layer(jnp.asarray(x), jnp.asarray(xt), jnp.asarray(y), jnp.asarray(lab),
-                       jax.random.fold_in(key, 1), cfg.bandwidth, cfg.ridge, cfg.sigma,
-                       batch_size=N, **statics)
+                       jax.random.fold_in(key, 1), cfg, batch_size=N)
   cg_kw = dict(cg_tol=TOL, cg_rank=RANK)
   for solver in ("cholesky", "cg"):
-    out = sharded.sharded_rfm_layer(x, xt, y, lab, jax.random.fold_in(key, 1), cfg.bandwidth,
-                                    cfg.ridge, cfg.sigma, mesh=mesh, solver=solver,
-                                    batch_size=n_loc, **statics, **cg_kw)
+    solver_cfg = dj.SolverConfig(method=solver, cg_tol=TOL, cg_rank=RANK)
+    out = sharded.sharded_rfm_layer(x, xt, y, lab, jax.random.fold_in(key, 1),
+                                    dataclasses.replace(cfg, solver=solver_cfg), mesh=mesh,
+                                    batch_size=n_loc)
     res[f"layer_{solver}"] = layer_errors(out, ref)
 
   # Metrics from reduced statistics: class 0 only on device 0, device 3 holds padding.
@@ -103,7 +102,7 @@ def main(path):
 
   # Whole runs: one-device Cholesky vs 4 devices with CG.
   a = dj.deep_rfm(x, lab, cfg, key=key, x_test=xt, labels_test=lab_t)
-  b = sharded.sharded_deep_rfm(x, lab, cfg, key=key, x_test=xt, labels_test=lab_t, devices=4,
+  b = dj.sharded_deep_rfm(x, lab, cfg, key=key, x_test=xt, labels_test=lab_t, devices=4,
                                solver="cg", **cg_kw)
   curves = {}
   for kind in ("nc1", "nc2"):

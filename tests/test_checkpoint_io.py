@@ -14,6 +14,7 @@ import pytest
 
 from dnc_jax.io import runs
 from dnc_jax.cli import deep_rfm as cli
+from dnc_jax.rfm import checkpoint, timing
 from dnc_jax.errors import DncError
 
 from conftest import REPO
@@ -39,16 +40,16 @@ def full(tmp_path_factory):
 def test_timing_adds_up_and_layer_shapes_compile_once(full, capsys):
   metrics = json.loads((full / "metrics.json").read_text())
   t = metrics["timing"]
-  parts = sum(t[p] for p in cli.PHASES)
+  parts = sum(t[p] for p in timing.PHASES)
   assert t["total"] > 0 and abs(parts - t["total"]) < 0.01 * t["total"] + 0.01
-  assert all(t[p] >= 0 for p in cli.PHASES if p != "other") and t["other"] > -0.05
+  assert all(t[p] >= 0 for p in timing.PHASES if p != "other") and t["other"] > -0.05
   assert 0 < t["loop_share"] <= 1 and t["loop_share"] == pytest.approx(t["layers"] / t["total"],
                                                                         abs=1e-3)
   # The layer compiles for the input width (layer 1) and the feature width (layer 2) only.
   by_layer = t["compile_by_layer"]
   assert set(by_layer) == {"1", "2", "3", "4"}
   assert by_layer["1"] > 0 and by_layer["2"] > 0 and by_layer["3"] == by_layer["4"] == 0
-  line = cli.format_timing(t)
+  line = timing.format_timing(t)
   assert line.startswith(f"time {t['total']:.1f} s: layer loop ") and "checkpoints" in line
 
 
@@ -60,7 +61,7 @@ def test_rfm_layer_traces_once_per_input_width():
   traces = []
 
   def on_span(event, start, end, **kw):
-    if event == "/jax/core/compile/jaxpr_trace_duration" and kw.get("fun_name") == "rfm_layer":
+    if event == "/jax/core/compile/jaxpr_trace_duration" and kw.get("fun_name") == "_rfm_layer":
       traces.append(start)
 
   rng = np.random.default_rng(0)
@@ -126,15 +127,15 @@ def test_interrupt_flushes_the_last_state_and_old_checkpoints_resume(full, tmp_p
     assert not (out / "checkpoint").exists()
     # The last line: the resumed run's time by phase (layers 3 and 4 only).
     t = json.loads((out / "metrics.json").read_text())["timing"]
-    assert capsys.readouterr().out.splitlines()[-1] == cli.format_timing(t)
+    assert capsys.readouterr().out.splitlines()[-1] == timing.format_timing(t)
     assert set(t["compile_by_layer"]) == {"3", "4"}
 
 
 _KILLED_WRITER = textwrap.dedent("""
   import sys, time
-  from dnc_jax.io import runs
+  from dnc_jax.io import atomic
   from dnc_jax.cli import deep_rfm as cli
-  real = runs.atomic_write_with
+  real = atomic.atomic_write_with
 
   def half_then_hang(path, fill):
     if path.name == "state_0003.npz":
@@ -146,7 +147,7 @@ _KILLED_WRITER = textwrap.dedent("""
       return real(path, half)
     return real(path, fill)
 
-  runs.atomic_write_with = half_then_hang
+  atomic.atomic_write_with = half_then_hang
   sys.exit(cli.main(sys.argv[1:]))
 """)
 
@@ -164,8 +165,7 @@ def test_killed_during_a_checkpoint_write_resumes_exactly(full, tmp_path):
   ckpt = out / "checkpoint"
   assert list(ckpt.glob(".state_0003.npz.*.tmp"))   # the half-written file, under a temporary name
   assert json.loads((ckpt / "state.json").read_text())["layer"] == 2
-  from dnc_jax.rfm import driver as drfm
-  state = cli.load_checkpoint(ckpt, drfm)
+  state = checkpoint.load_checkpoint(ckpt)
   assert state.layer == 2 and state.x.shape == (120, 48)
   assert cli.main(["--out", str(out), "--resume", "--no-progress"]) == 0
   assert _layers(out) == _layers(full)
@@ -174,7 +174,7 @@ def test_killed_during_a_checkpoint_write_resumes_exactly(full, tmp_path):
 def test_a_failed_checkpoint_write_is_one_line(tmp_path):
   (tmp_path / "file").write_text("")
   from dnc_jax.rfm import driver as drfm
-  writer = cli.CheckpointWriter(tmp_path / "file" / "checkpoint")   # under a file: cannot be made
+  writer = checkpoint.CheckpointWriter(tmp_path / "file" / "checkpoint")   # under a file: cannot be made
   writer.submit(drfm.DeepRFMState(1, np.zeros((2, 2)), np.zeros((1, 2)), [], {}, None, {}))
   with pytest.raises(DncError, match=r"^could not write the checkpoint in .*checkpoint: ") as err:
     writer.wait()

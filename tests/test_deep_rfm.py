@@ -72,11 +72,10 @@ def test_collapse_deepens_with_depth(name):
 
 def test_layer_traces_once_per_width(monkeypatch):
   """One trace for the input width and one for the feature width, not one per layer."""
-  statics = ("kernel", "features", "width", "weight_init", "num_classes", "global_mean",
-             "batch_size", "matmul_precision")
-  counted = jax.jit(chex.assert_max_traces(drfm.rfm_layer.__wrapped__, n=2),
-                    static_argnames=statics)
-  monkeypatch.setattr(drfm, "rfm_layer", counted)
+  from dnc_jax.rfm import layer
+  counted = jax.jit(chex.assert_max_traces(layer._rfm_layer.__wrapped__, n=2),
+                    static_argnames=("config", "batch_size"))
+  monkeypatch.setattr(layer, "_rfm_layer", counted)
   ds = data.load_dataset("synthetic", n=120, n_test=30, seed=1, cache=False)
   cfg = dj.preset_config("reference", depth=5, width=48)
   res = dj.deep_rfm(ds.x_train, ds.y_train, cfg, key=jax.random.key(0))
@@ -89,12 +88,11 @@ def test_jit_and_no_jit_agree(x64):
   xt = jnp.asarray(ds.x_test, jnp.float64)
   y = jnp.asarray(data.one_hot_pm1(ds.y_train, ds.num_classes), jnp.float64)
   lab = jnp.asarray(ds.y_train)
-  args = (x, xt, y, lab, jax.random.key(3), 2.0, 1e-3, 0.05)
-  kw = dict(kernel="laplace", features="relu", width=16, weight_init="normal",
-            num_classes=ds.num_classes, global_mean="sample", batch_size=40)
-  jitted = drfm.rfm_layer(*args, **kw)
+  cfg = drfm.preset_config("paper", width=16, bandwidth=2.0, ridge=1e-3, sigma=0.05)
+  args = (x, xt, y, lab, jax.random.key(3), cfg)
+  jitted = drfm.rfm_layer(*args, batch_size=40)
   with jax.disable_jit():
-    eager = drfm.rfm_layer.__wrapped__(*args, **kw)
+    eager = drfm.rfm_layer(*args, batch_size=40)
   # Everything up to the AGOP projection agrees to float64 round-off ...
   chex.assert_trees_all_close(
       (jitted[2].m, jitted[2].train_pred, jitted[2].test_pred, jitted[2].metrics["input"],

@@ -37,7 +37,7 @@ def _accepted(argv, out) -> bool:
     for resume in (["--resume"], []):
       try:
         run_cfg, _ = rfm_cli.parse(argv[1:] + ["--out", str(out)] + resume)
-        rfm_cli.check_out(run_cfg)
+        rfm_cli.experiment.check_out(run_cfg)
         return True
       except DncError:
         pass

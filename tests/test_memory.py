@@ -12,15 +12,16 @@ from dnc_jax.rfm import memory
 from dnc_jax.errors import ConfigError
 
 from dnc_jax.rfm import driver as drfm
+from dnc_jax.rfm import layer
 
 
 def _compiled_layer_bytes(n, nt, d, width, k, bs):
   s = jax.ShapeDtypeStruct
-  c = drfm.rfm_layer.lower(
+  cfg = drfm.preset_config("reference", width=width)
+  c = layer._rfm_layer.lower(
       s((n, d), jnp.float32), s((nt, d), jnp.float32), s((n, k), jnp.float32),
-      s((n,), jnp.int32), jax.random.key(0), 2.0, 1e-3, 0.05, kernel="laplace",
-      features="relu", width=width, weight_init="uniform", num_classes=k,
-      global_mean="sample", batch_size=bs).compile()
+      s((n,), jnp.int32), jax.random.key(0), 2.0, 1e-3, 0.05, config=cfg,
+      batch_size=bs).compile()
   ma = c.memory_analysis()
   return ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes
 
@@ -39,7 +40,7 @@ def test_solve_holds_no_avoidable_n_by_n_copy():
 
   def fit(x, y, lab):
     fr = kernels.centred_frame(x, lab, k)
-    return drfm._fit_predict(x, y, x[:1], fr, 2.0, 1e-3, "laplace")
+    return layer._fit_predict(x, y, x[:1], fr, 2.0, 1e-3, "laplace")
 
   s = jax.ShapeDtypeStruct
   c = jax.jit(fit).lower(s((n, d), jnp.float32), s((n, k), jnp.float32),
@@ -85,7 +86,7 @@ def test_block_size_follows_the_budget():
 def test_budget_too_small_is_refused_with_the_fix():
   with pytest.raises(ConfigError, match=r"N = 50000.*--memory-gb"):
     memory.plan_layer(50000, 10000, 3072, 1024, 10, budget=8 * memory.GiB)
-  with pytest.raises(ConfigError, match="memory-gb must be > 0"):
+  with pytest.raises(ConfigError, match="memory_gb must be > 0"):
     memory.budget_bytes(0.0)
 
 

@@ -3,6 +3,8 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import dnc_jax as dj
 import pytest
 
 from dnc_jax.rfm import precision
@@ -84,4 +86,4 @@ def test_sharded_path_refuses_a_cheaper_mode(key):
   x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
   cfg = drfm.preset_config("reference", depth=1, width=8, matmul_precision="bf16")
   with pytest.raises(ConfigError, match="single-device Cholesky path"):
-    sharded.sharded_deep_rfm(x, np.repeat(np.arange(2), 20), cfg, key=key, devices=1)
+    dj.sharded_deep_rfm(x, np.repeat(np.arange(2), 20), cfg, key=key, devices=1)

@@ -12,6 +12,8 @@ import sys
 
 import jax
 import numpy as np
+
+import dnc_jax as dj
 import pytest
 
 from dnc_jax.rfm import sharded
@@ -82,10 +84,10 @@ def test_bad_mesh_and_solver_are_config_errors(key):
   lab = np.repeat(np.arange(3), 4)
   cfg = dj.preset_config("reference", depth=1, width=4)
   with pytest.raises(ConfigError, match="unknown solver"):
-    sharded.sharded_deep_rfm(x, lab, cfg, key=key, devices=1, solver="lu")
+    dj.sharded_deep_rfm(x, lab, cfg, key=key, devices=1, solver="lu")
   bad = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("batch",))
   with pytest.raises(ConfigError, match="1-D with axis 'rows'"):
-    sharded.sharded_deep_rfm(x, lab, cfg, key=key, mesh=bad)
+    dj.sharded_deep_rfm(x, lab, cfg, key=key, mesh=bad)
 
 
 def test_resume_continues_a_sharded_run_exactly(key):
@@ -95,9 +97,9 @@ def test_resume_continues_a_sharded_run_exactly(key):
   x = (rng.normal(size=(3, 8))[lab] + rng.normal(size=(60, 8))).astype(np.float32)
   cfg = dj.preset_config("reference", depth=3, width=8)      # d = width: one compilation
   states = []
-  full = sharded.sharded_deep_rfm(x, lab, cfg, key=key, devices=1, on_state=states.append)
+  full = dj.sharded_deep_rfm(x, lab, cfg, key=key, devices=1, on_state=states.append)
   assert [s.layer for s in states] == [1, 2, 3] and states[0].x.shape == (60, 8)
-  cont = sharded.sharded_deep_rfm(x, lab, cfg, key=key, devices=1, resume=states[1])
+  cont = dj.sharded_deep_rfm(x, lab, cfg, key=key, devices=1, resume=states[1])
   assert cont.layers[:2] == full.layers[:2]
   assert cont.layers[2]["nc1"] == full.layers[2]["nc1"]
   assert cont.final["train_acc"] == full.final["train_acc"]

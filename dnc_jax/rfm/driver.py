@@ -1,27 +1,12 @@
-r"""Deep Recursive Feature Machines (Algorithm 1 of the paper).
+r"""The Deep RFM driver: Algorithm 1's layer loop, records, Gram pictures and resume.
 
-Per layer ``l = 1..L`` on training rows ``X_l`` ``[N, d_l]``:
-
-1. normalise rows to unit ℓ2 norm;
-2. kernel ridge regression :math:`\alpha = (k(X_l, X_l) + \mu I)^{-1} Y` (Cholesky);
-3. predictor :math:`f_l(x) = \sum_j \alpha_j k(x_j, x)`;
-4. :math:`M_l = \mathrm{AGOP}(f_l, X_l)` (self terms masked by index), then
-   :math:`M_l \leftarrow M_l / \max_{ij} M_l`;
-5. :math:`\tilde X_{l+1} = X_l M_l^{1/2}`;
-6. :math:`X_{l+1} = \Phi_l(\tilde X_{l+1})`, a fresh random feature map;
-
-then a final normalise + KRR on :math:`X_{L+1}`. Each layer is one jitted pure
-function :func:`rfm_layer`; it also returns the collapse metrics of the three
-representations ``input`` (:math:`X_l` normalised), ``agop``
-(:math:`X_l M_l^{1/2}`) and ``features`` (:math:`\Phi_l(X_l M_l^{1/2})`).
-
-Presets (:func:`preset_config`):
-
-* ``reference`` — what the authors' code did: ridge 1e-3, Laplace ``L = 2``,
-  ReLU weights ``U(±1/√d)``, width 1024 (cos features: width = input dimension),
-  AGOP on all training points. The default; it produced the paper's figures.
-* ``paper`` — the method as the paper states it: ridgeless, ReLU weights
-  ``N(0, 2/D)``, width 1024 (ReLU) or 4096 (cos).
+One loop for every placement of the rows: :class:`OneDevice` runs the jitted
+layer :func:`dnc_jax.rfm.layer.rfm_layer` on ordinary arrays; a device mesh
+(:class:`dnc_jax.rfm.sharded.MeshPlacement`) runs the ``shard_map`` layer with a
+Cholesky or conjugate-gradient solve. Layer ``l`` draws its features from
+``fold_in(key, l)`` on either, so a run continues exactly from a saved
+:class:`DeepRFMState` and one seed gives the same run on any number of devices
+(up to rounding).
 
 References:
   Beaglehole, Súkeník, Mondelli, Belkin. Average gradient outer product as a
@@ -30,272 +15,23 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax.rfm import features as features_lib
-from dnc_jax.rfm.agop import agop_sum, kernel_predictor
-from dnc_jax.rfm import kernels as kernels_lib
-from dnc_jax.rfm import memory as memory_lib
-from dnc_jax.rfm import precision as precision_lib
-from dnc_jax.rfm import krr as krr_lib
 from dnc_jax import metrics as metrics_lib
 from dnc_jax import validate
-from dnc_jax.errors import ConfigError, DncError
-
-HIGHEST = jax.lax.Precision.HIGHEST
-PRESETS = ("reference", "paper")
-REPRESENTATIONS = ("input", "agop", "features")
-
-
-@dataclasses.dataclass(frozen=True)
-class DeepRFMConfig:
-  """Options of a Deep RFM run (see :func:`preset_config` for the presets).
-
-  Attributes:
-    depth: number of RFM layers ``L`` (paper figures: 19).
-    kernel: ``"laplace"`` or ``"gaussian"``.
-    bandwidth: kernel bandwidth ``L > 0``.
-    ridge: KRR ridge ``μ ≥ 0`` (0 = ridgeless).
-    features: random feature map, ``"relu"`` or ``"cos"``.
-    width: feature width ``D``; ``None`` = the layer's input dimension.
-    weight_init: ReLU weights, ``"normal"`` (N(0, 2/D)) or ``"uniform"`` (U(±1/√d)).
-    sigma: Cauchy scale of the cos features.
-    global_mean: ``"sample"`` or ``"class_means"`` (metrics convention).
-    agop_batch_size: rows per AGOP block (``None``: planned from the memory budget by
-      :func:`dnc_jax.rfm.memory.plan_layer`).
-    memory_gb: memory budget of a layer in GiB (``None``: 80% of what the device
-      has free); sets the AGOP block size, and a problem whose ``[N, N]`` part
-      does not fit is refused before any work.
-    matmul_precision: ``"highest"`` (default), ``"tf32"`` or ``"bf16"`` for the
-      large matmuls (:mod:`dnc_jax.rfm.precision`). TF32 stays within the seed
-      spread of the NC curves; bf16 does not past layer ~13 (measurement only).
-    keep_m: return every layer's ``M`` (``[d, d]`` each).
-    gram_layers: layers whose Gram picture is recorded (those ``≤ depth``).
-    gram_per_class: rows per class in a Gram picture.
-    preset: name of the preset these options came from (recorded only).
-  """
-  depth: int = 19
-  kernel: str = "laplace"
-  bandwidth: float = 2.0
-  ridge: float = 1e-3
-  features: str = "relu"
-  width: int | None = 1024
-  weight_init: str = "uniform"
-  sigma: float = 0.05
-  global_mean: str = "sample"
-  agop_batch_size: int | None = None
-  memory_gb: float | None = None
-  matmul_precision: str = "highest"
-  keep_m: bool = False
-  gram_layers: tuple[int, ...] = (1, 3, 7, 13, 19)
-  gram_per_class: int = 30
-  preset: str = "reference"
-
-  def validate(self) -> "DeepRFMConfig":
-    """Raises ConfigError naming the first invalid option."""
-    if not isinstance(self.depth, int) or self.depth < 1:
-      raise ConfigError(f"depth must be an integer ≥ 1, got {self.depth!r} (paper: 19)")
-    kernels_lib.kernel_from_sq(self.kernel)
-    kernels_lib.check_bandwidth(self.bandwidth)
-    krr_lib.check_ridge(self.ridge)
-    if self.features not in features_lib.FEATURES:
-      raise ConfigError(f"unknown feature map {self.features!r}; choose one of "
-                        f"{', '.join(features_lib.FEATURES)}")
-    if self.width is not None and (not isinstance(self.width, int) or self.width < 1):
-      raise ConfigError(f"width must be a positive integer, got {self.width!r} (paper: 1024)")
-    if self.weight_init not in features_lib.INITS:
-      raise ConfigError(f"unknown weight init {self.weight_init!r}; choose one of "
-                        f"{', '.join(features_lib.INITS)}")
-    if not self.sigma > 0:
-      raise ConfigError(f"sigma must be > 0, got {self.sigma} (paper: 0.05)")
-    if self.global_mean not in metrics_lib.GLOBAL_MEANS:
-      raise ConfigError(f"unknown global mean {self.global_mean!r}; choose one of "
-                        f"{', '.join(metrics_lib.GLOBAL_MEANS)}")
-    if self.agop_batch_size is not None and self.agop_batch_size < 1:
-      raise ConfigError(f"agop_batch_size must be ≥ 1, got {self.agop_batch_size}")
-    precision_lib.check(self.matmul_precision)
-    if self.memory_gb is not None and not self.memory_gb > 0:
-      raise ConfigError(f"memory_gb must be > 0, got {self.memory_gb} (GiB per layer)")
-    if self.preset not in PRESETS + ("custom",):
-      raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-    return self
-
-
-def preset_config(name: str = "reference", **overrides: Any) -> DeepRFMConfig:
-  """The options of preset ``name`` with ``overrides`` applied (``None`` values ignored)."""
-  if name not in PRESETS:
-    raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-  overrides = {k: v for k, v in overrides.items() if v is not None}
-  feats = overrides.get("features", "relu")
-  if name == "reference":
-    base = dict(ridge=1e-3, kernel="laplace", bandwidth=2.0, weight_init="uniform",
-                width=1024 if feats == "relu" else None)
-  else:
-    base = dict(ridge=0.0, weight_init="normal", width=1024 if feats == "relu" else 4096)
-  base.update(overrides)
-  return DeepRFMConfig(preset=name, **base).validate()
-
-
-def layer_flops(n: int, n_test: int, d: int, num_classes: int, width: int) -> dict:
-  r"""Floating-point operations of one :func:`rfm_layer`, by stage (SPEC §3).
-
-  Counted as in the implementation (multiply-add = 2):
-
-  * ``kernel``: :math:`2N^2d + 2N_tNd` (train and test distances);
-  * ``solve``: :math:`N^3/3 + 2N^2K` (Cholesky and two triangular solves) plus
-    :math:`2N^2K + 2N_tNK` (train and test predictions);
-  * ``agop``: :math:`2N^2d + 2N^2K` (forward), :math:`2N^2Kd` (Jacobians),
-    :math:`2NKd^2` (:math:`J^\top J`);
-  * ``sqrt``: :math:`9d^3` (symmetric eigendecomposition) :math:`+ 2d^3`;
-  * ``features``: :math:`2(N+N_t)d^2` (projection) :math:`+ 2(N+N_t)dD`.
-
-  Returns:
-    ``{stage: flops}`` with a ``"total"`` entry.
-  """
-  n, nt, d, k, w = int(n), int(n_test), int(d), int(num_classes), int(width)
-  out = {
-      "kernel": 2 * n * n * d + 2 * nt * n * d,
-      "solve": n**3 / 3 + 2 * n * n * k + 2 * n * n * k + 2 * nt * n * k,
-      "agop": 2 * n * n * d + 2 * n * n * k + 2 * n * n * k * d + 2 * n * k * d * d,
-      "sqrt": 11 * d**3,
-      "features": 2 * (n + nt) * d * d + 2 * (n + nt) * d * w,
-  }
-  out["total"] = sum(out.values())
-  return out
-
-
-class AgopError(DncError):
-  """A layer's AGOP is zero or not finite, so ``M / max M`` is undefined."""
-
-
-def agop_error(layer: int, config: DeepRFMConfig, dtype) -> AgopError:
-  r"""The error for a layer whose normalised AGOP is not finite, with cause and fix.
-
-  The AGOP scales as :math:`(\alpha / L)^2` with the KRR weights
-  :math:`\alpha \propto 1/\mu` for a large ridge :math:`\mu`, and it vanishes
-  when the kernel between distinct rows underflows (a tiny bandwidth ``L``):
-  on digits it becomes exactly 0 in float32 for ``L ≤ 0.002``, ``L ≥ 1e24``
-  or ``μ ≥ 1e21``, in float64 for ``L ≤ 3e-4``, ``L ≥ 1e159`` or ``μ ≥ 1e157``
-  (docs/numerics.md).
-  """
-  name = np.dtype(dtype).name
-  bw, ridge = float(config.bandwidth), float(config.ridge)
-  if bw < 0.1:
-    cause = (f"bandwidth {bw:g} is so small that the kernel between distinct rows (unit-norm) "
-             f"underflows to 0 in {name}")
-  elif ridge > 1e3:
-    cause = f"ridge {ridge:g} shrinks the predictor, and so its gradients, below {name}'s range"
-  elif bw > 1e3:
-    cause = f"bandwidth {bw:g} makes the kernel's gradients (∝ 1/L) underflow in {name}"
-  else:
-    cause = f"the kernel or its gradients under- or overflowed in {name}"
-  fix = "use a bandwidth near the rows' scale (unit norm; the presets' --bandwidth 2.0), a ridge ≤ 1"
-  fix += " or --precision float64 (float32 underflows first)" if name == "float32" else ""
-  return AgopError(f"layer {layer}: the AGOP M is zero or not finite, so M / max M is undefined: "
-                   f"{cause}; {fix}")
-
-
-def check_agop(m, layer: int, config: DeepRFMConfig) -> None:
-  """Raises :func:`agop_error` when the normalised AGOP ``m`` ``[d, d]`` holds NaN or Inf.
-
-  ``m = M / max M`` is finite exactly when the raw ``M`` is finite with ``max M > 0``.
-  """
-  if not bool(jnp.all(jnp.isfinite(m))):
-    raise agop_error(layer, config, m.dtype)
-
-
-class LayerOutput(NamedTuple):
-  """What :func:`rfm_layer` returns besides the next data."""
-  m: jax.Array            # [d, d] normalised AGOP
-  metrics: dict           # {representation: {metric: scalar}}
-  train_pred: jax.Array   # [N, K] predictions of f_l at the training rows
-  test_pred: jax.Array    # [N_test, K]
-  solve_ok: jax.Array     # [] bool
-  root: jax.Array | None = None   # [d, d] M^{1/2} as the layer used it (None: not returned)
-
-
-def normalise_rows(x: jax.Array) -> jax.Array:
-  """Rows scaled to unit ℓ2 norm (zero rows stay zero)."""
-  norm = jnp.linalg.norm(x, axis=1, keepdims=True)
-  return x / jnp.maximum(norm, jnp.finfo(x.dtype).tiny)
-
-
-def _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel, matmul_precision="highest"):
-  """One kernel matrix and one factorisation; distances in the centred frame."""
-  kfn = kernels_lib.kernel_from_sq(kernel)
-  sq = kernels_lib.frame_sq_distances(frame, x, frame.labels, matmul_precision=matmul_precision)
-  # The Cholesky reads the lower triangle only, so no symmetrised copy is made.
-  sq = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, sq)
-  alpha, ok, train_pred = krr_lib.cholesky_fit(kfn(sq, bandwidth), y, ridge)
-  sq_t = kernels_lib.frame_sq_distances(frame, xt, kernels_lib.nearest_centre(frame, xt),
-                                        matmul_precision=matmul_precision)
-  test_pred = jnp.matmul(kfn(sq_t, bandwidth), alpha, precision=HIGHEST)
-  return alpha, ok, train_pred, test_pred
-
-
-@functools.partial(jax.jit, static_argnames=(
-    "kernel", "features", "width", "weight_init", "num_classes", "global_mean", "batch_size",
-    "matmul_precision"))
-def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, key: jax.Array,
-              bandwidth, ridge, sigma, *, kernel: str, features: str, width: int,
-              weight_init: str, num_classes: int, global_mean: str, batch_size: int,
-              matmul_precision: str = "highest"):
-  r"""One Deep RFM layer (steps 1–6), a pure function.
-
-  Args:
-    x: ``[N, d]`` training rows ``X_l`` (normalised here).
-    x_test: ``[N_test, d]`` test rows pushed through the same maps.
-    y: ``[N, K]`` ±1 targets.
-    labels: ``[N]`` integer labels (for the metrics).
-    key: PRNG key of this layer's feature map.
-    bandwidth, ridge, sigma: kernel bandwidth, KRR ridge, cos-feature scale.
-    kernel, features, width, weight_init: see :class:`DeepRFMConfig`.
-    num_classes, global_mean: metric options.
-    batch_size: rows per AGOP block.
-    matmul_precision: precision of the large matmuls (:mod:`dnc_jax.rfm.precision`).
-
-  Returns:
-    ``(x_next [N, D], x_test_next [N_test, D], LayerOutput)``.
-  """
-  x = normalise_rows(x)
-  xt = normalise_rows(x_test)
-  frame = kernels_lib.centred_frame(x, labels, num_classes)
-  mp = matmul_precision
-  alpha, ok, train_pred, test_pred = _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel, mp)
-  f = kernel_predictor(x, alpha, kernel=kernel, bandwidth=bandwidth, exclude_self=True,
-                       frame=frame, matmul_precision=mp)
-  m = agop_sum(f, x, batch_size=batch_size, matmul_precision=mp) / x.shape[0]
-  m = m / jnp.max(m)
-  root = metrics_lib.psd_sqrt(m)
-  xa = precision_lib.matmul(x, root, mp)
-  xta = precision_lib.matmul(xt, root, mp)
-  params = features_lib.init_features(key, features, x.shape[1], width, init=weight_init,
-                                      sigma=sigma, dtype=x.dtype)
-  xn = features_lib.apply_features(params, xa, features, matmul_precision=mp)
-  xtn = features_lib.apply_features(params, xta, features, matmul_precision=mp)
-
-  def collapse(z):
-    st = metrics_lib.class_stats(z, labels, num_classes, global_mean)
-    return metrics_lib.collapse_from_stats(z, labels, st)
-
-  mets = {"input": collapse(x), "agop": collapse(xa), "features": collapse(xn)}
-  return xn, xtn, LayerOutput(m, mets, train_pred, test_pred, ok, root)
-
-
-@functools.partial(jax.jit, static_argnames=("kernel", "num_classes"))
-def final_krr(x, x_test, y, labels, bandwidth, ridge, *, kernel: str, num_classes: int):
-  """The final normalise + KRR on ``X_{L+1}``: ``(train_pred, test_pred, ok)``."""
-  x = normalise_rows(x)
-  xt = normalise_rows(x_test)
-  frame = kernels_lib.centred_frame(x, labels, num_classes)
-  _, ok, train_pred, test_pred = _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel)
-  return train_pred, test_pred, ok
+from dnc_jax.errors import ConfigError
+from dnc_jax.rfm import krr as krr_lib
+from dnc_jax.rfm import memory as memory_lib
+# Re-exported: the options and the layer are part of the driver's interface.
+from dnc_jax.rfm.config import (PRESETS, REPRESENTATIONS, DeepRFMConfig,  # noqa: F401
+                                SolverConfig, preset_config)
+from dnc_jax.rfm.layer import (HIGHEST, AgopError, LayerOutput, agop_error,  # noqa: F401
+                               check_agop, final_krr, layer_flops, normalise_rows, rfm_layer)
 
 
 class DeepRFMResult(NamedTuple):
@@ -383,11 +119,120 @@ def _check_data(x, labels, x_test, labels_test, num_classes):
       raise ConfigError("labels_test must be given with x_test, shape [n_test]")
 
 
+class Placement(Protocol):
+  """Where the rows live and which layer runs on them (one device, or a mesh)."""
+
+  def place(self, x, x_test) -> tuple[Any, Any]:
+    """``(x, x_test)`` placed for the layer."""
+
+  def place_targets(self, y, labels) -> tuple[Any, Any]:
+    """``(y [N, K], labels [N])`` placed for the layer."""
+
+  def layer(self, x, x_test, y, labels, key, config: DeepRFMConfig,
+            layer: int) -> tuple[Any, Any, LayerOutput, dict]:
+    """``(x_next, x_test_next, output, extra record fields)``; raises SolveError."""
+
+  def final(self, x, x_test, y, labels, config: DeepRFMConfig) -> tuple[Any, Any, dict]:
+    """``(train_pred, test_pred, extra fields)`` of the final KRR; raises SolveError."""
+
+  def host(self, a, n: int | None = None) -> np.ndarray:
+    """The first ``n`` rows of ``a`` (all when ``None``) as a NumPy array."""
+
+  def gram(self, z, labels: np.ndarray, num_classes: int, per_class: int):
+    """Fig. 1's Gram picture of the rows ``z``: ``(gram [m, m], labels [m])``."""
+
+
+class OneDevice:
+  """Rows as ordinary arrays on the default device; the Cholesky layer :func:`rfm_layer`."""
+
+  def __init__(self, config: DeepRFMConfig, n: int, n_test: int, num_classes: int, dtype):
+    self.config, self.n, self.n_test, self.k, self.dtype = config, n, n_test, num_classes, dtype
+    self.budget = memory_lib.budget_bytes(config.memory_gb)
+
+  def plan(self, d_in: int) -> memory_lib.LayerPlan:
+    """The layer's AGOP block size and memory estimate (refuses a layer that does not fit)."""
+    return memory_lib.plan_layer(self.n, self.n_test, d_in, self.config.width or d_in, self.k,
+                                 itemsize=jnp.dtype(self.dtype).itemsize, budget=self.budget,
+                                 batch_size=self.config.agop_batch_size)
+
+  def place(self, x, x_test):
+    return jnp.asarray(x, self.dtype), jnp.asarray(x_test, self.dtype)
+
+  def place_targets(self, y, labels):
+    return y, labels
+
+  def layer(self, x, x_test, y, labels, key, config, layer):
+    plan = self.plan(x.shape[1])
+    x_next, xt_next, out = rfm_layer(x, x_test, y, labels, key, config, batch_size=plan.batch_size)
+    jax.block_until_ready(x_next)
+    if not bool(out.solve_ok):
+      raise krr_lib.solve_error(config.ridge, self.n, f"layer {layer}", dtype=self.dtype)
+    return x_next, xt_next, out, {"agop_batch_size": plan.batch_size,
+                                  "memory_estimate_bytes": plan.estimate_bytes}
+
+  def final(self, x, x_test, y, labels, config):
+    train_pred, test_pred, ok = final_krr(x, x_test, y, labels, config.bandwidth, config.ridge,
+                                          kernel=config.kernel, num_classes=self.k)
+    if not bool(ok):
+      raise krr_lib.solve_error(config.ridge, self.n, "final KRR", dtype=self.dtype)
+    return train_pred, test_pred, {}
+
+  def host(self, a, n=None):
+    return np.asarray(a)
+
+  def gram(self, z, labels, num_classes, per_class):
+    g, gl = metrics_lib.gram_picture(z, labels, num_classes=num_classes, per_class=per_class)
+    return np.asarray(g), gl
+
+
+def _placement(config, mesh, n, n_test, num_classes, dtype, d_in) -> Placement:
+  if mesh is None and config.solver.method == "cholesky":
+    placement = OneDevice(config, n, n_test, num_classes, dtype)
+    placement.plan(d_in)   # refuses a problem that does not fit before any work
+    return placement
+  from dnc_jax.rfm import sharded
+  return sharded.MeshPlacement(config, mesh if mesh is not None else sharded.make_mesh(1), n,
+                               n_test, num_classes, dtype)
+
+
+def _prepare(x, labels, x_test, labels_test, num_classes):
+  """Checked arrays: ``(x, labels, x_test, labels_test, num_classes)``."""
+  x = _floating(x, "x")
+  x_test = None if x_test is None else _floating(x_test, "x_test")
+  labels_np = np.asarray(labels)
+  if num_classes is None:
+    num_classes = int(labels_np.max()) + 1 if labels_np.size else 0
+  _check_data(x, labels_np, x_test, labels_test, num_classes)
+  x = jnp.asarray(x)
+  if x_test is None:
+    x_test = jnp.zeros((0, x.shape[1]), x.dtype)
+    labels_test = np.zeros((0,), np.int32)
+  return x, labels_np, jnp.asarray(x_test, x.dtype), np.asarray(labels_test), num_classes
+
+
+def _record(layer, out, extra, *, seconds, placement, labels, labels_test, dims) -> dict:
+  """One layer's record (the order of its keys is the order of metrics.csv's columns)."""
+  n, n_test, d_in, d_out, k = dims
+  mets = jax.tree.map(float, out.metrics)
+  record = {
+      "layer": layer,
+      "nc1": {r: mets[r]["nc1"] for r in REPRESENTATIONS},
+      "nc2": {r: mets[r]["nc2"] for r in REPRESENTATIONS},
+      "train_acc": _accuracy(placement.host(out.train_pred, n), labels),
+      "test_acc": _accuracy(placement.host(out.test_pred, n_test), labels_test),
+      "seconds": seconds,
+      "dim_in": d_in, "dim_out": d_out,
+      "gflop": layer_flops(n, n_test, d_in, k, d_out)["total"] / 1e9,
+  }
+  return {**record, **extra, "metrics": mets}
+
+
 def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
              x_test=None, labels_test=None, num_classes: int | None = None,
              callback: Callable[[dict], None] | None = None,
              resume: DeepRFMState | None = None,
-             on_state: Callable[[DeepRFMState], None] | None = None) -> DeepRFMResult:
+             on_state: Callable[[DeepRFMState], None] | None = None,
+             mesh=None) -> DeepRFMResult:
   r"""Runs Deep RFM (Algorithm 1) for ``config.depth`` layers plus the final KRR.
 
   Args:
@@ -403,102 +248,103 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
       from it with the same ``key`` and gives the same numbers as an
       uninterrupted run (layer ``l`` always uses ``fold_in(key, l)``).
     on_state: called with the :class:`DeepRFMState` after each layer (e.g. to
-      checkpoint it).
+      checkpoint it; on a mesh it gathers the rows to the host, ``N D`` per layer).
+    mesh: a 1-D device mesh with axis ``"rows"`` (:func:`dnc_jax.rfm.sharded.make_mesh`)
+      to shard the rows over. ``None``: one device, unless ``config.solver``
+      asks for CG (or ``auto`` picks it), which runs on a one-device mesh.
 
   Returns:
-    :class:`DeepRFMResult`.
+    :class:`DeepRFMResult`. On a mesh each layer record also has ``solve``
+    (``solver``, ``iterations``, ``residual``, ``residuals``) and ``devices``; on
+    one device, ``agop_batch_size`` and ``memory_estimate_bytes``.
 
   Raises:
     ConfigError: invalid data or options (before any work).
-    SolveError: a kernel system could not be factorised (names the layer).
+    SolveError: a kernel system could not be solved: Cholesky broke down or CG
+      did not converge (names the layer and suggests a fix).
   """
   config = (config or preset_config("reference")).validate()
-  x = _floating(x, "x")
-  x_test = None if x_test is None else _floating(x_test, "x_test")
-  labels_np = np.asarray(labels)
-  if num_classes is None:
-    num_classes = int(labels_np.max()) + 1 if labels_np.size else 0
-  _check_data(x, labels_np, x_test, labels_test, num_classes)
-  x = jnp.asarray(x)
-  dtype = x.dtype
-  if x_test is None:
-    x_test = jnp.zeros((0, x.shape[1]), dtype)
-    labels_test = np.zeros((0,), np.int32)
-  x_test = jnp.asarray(x_test, dtype)
-  labels_test = np.asarray(labels_test)
+  x, labels_np, x_test, labels_test, num_classes = _prepare(x, labels, x_test, labels_test,
+                                                            num_classes)
+  n, n_test, dtype = x.shape[0], x_test.shape[0], x.dtype
   lab = jnp.asarray(labels_np, jnp.int32)
   y = 2.0 * jax.nn.one_hot(lab, num_classes, dtype=dtype) - 1.0
-  n = x.shape[0]
-
   start, layers, grams, ms = resume_point(resume, config, n)
+  d_in = (x if resume is None else resume.x).shape[1]
+  place = _placement(config, mesh, n, n_test, num_classes, dtype, d_in)
   grams_agop = dict(resume.grams_agop or {}) if resume is not None else {}
   if resume is not None:
-    x, x_test = jnp.asarray(resume.x, dtype), jnp.asarray(resume.x_test, dtype)
-  budget = memory_lib.budget_bytes(config.memory_gb)
+    x, x_test = resume.x, resume.x_test
+  x, x_test = place.place(x, x_test)
+  y, lab = place.place_targets(y, lab)
+  per_class = config.gram_per_class
 
-  def plan(d_in):
-    return memory_lib.plan_layer(n, x_test.shape[0], d_in, config.width or d_in, num_classes,
-                                 itemsize=jnp.dtype(dtype).itemsize, budget=budget,
-                                 batch_size=config.agop_batch_size)
-
-  plan(x.shape[1])   # refuses a problem that does not fit before any work
   for layer in range(start, config.depth + 1):
     t0 = time.perf_counter()
-    d_in = x.shape[1]
-    width = config.width or d_in
-    layer_plan = plan(d_in)
-    bs = layer_plan.batch_size
-    x_next, xt_next, out = rfm_layer(
-        x, x_test, y, lab, jax.random.fold_in(key, layer), config.bandwidth, config.ridge,
-        config.sigma, kernel=config.kernel, features=config.features, width=width,
-        weight_init=config.weight_init, num_classes=num_classes,
-        global_mean=config.global_mean, batch_size=bs, matmul_precision=config.matmul_precision)
-    jax.block_until_ready(x_next)
-    if not bool(out.solve_ok):
-      raise krr_lib.solve_error(config.ridge, n, f"layer {layer}", dtype=dtype)
+    x_next, xt_next, out, extra = place.layer(x, x_test, y, lab, jax.random.fold_in(key, layer),
+                                              config, layer)
     check_agop(out.m, layer, config)
-    mets = jax.tree.map(float, out.metrics)
-    record = {
-        "layer": layer,
-        "nc1": {r: mets[r]["nc1"] for r in REPRESENTATIONS},
-        "nc2": {r: mets[r]["nc2"] for r in REPRESENTATIONS},
-        "train_acc": _accuracy(out.train_pred, labels_np),
-        "test_acc": _accuracy(out.test_pred, labels_test),
-        "seconds": time.perf_counter() - t0,
-        "dim_in": d_in, "dim_out": int(x_next.shape[1]),
-        "gflop": layer_flops(n, x_test.shape[0], d_in, num_classes, x_next.shape[1])["total"] / 1e9,
-        "agop_batch_size": bs, "memory_estimate_bytes": layer_plan.estimate_bytes,
-        "metrics": mets,
-    }
+    record = _record(layer, out, extra, seconds=time.perf_counter() - t0, placement=place,
+                     labels=labels_np, labels_test=labels_test,
+                     dims=(n, n_test, x.shape[1], int(x_next.shape[1]), num_classes))
     if layer in config.gram_layers:
-      g, gl = metrics_lib.gram_picture(normalise_rows(x), labels_np, num_classes=num_classes,
-                                       per_class=config.gram_per_class)
-      grams[layer] = (np.asarray(g), gl)
+      xs = normalise_rows(x)
+      grams[layer] = place.gram(xs, labels_np, num_classes, per_class)
       # The layer's own root: a second eigh here cost as much as the rest of the picture.
       root = metrics_lib.psd_sqrt(out.m) if out.root is None else out.root
-      xa = jnp.matmul(normalise_rows(x), root, precision=HIGHEST)
-      g, gl = metrics_lib.gram_picture(xa, labels_np, num_classes=num_classes,
-                                       per_class=config.gram_per_class)
-      grams_agop[layer] = (np.asarray(g), gl)
+      xa = jnp.matmul(xs, root, precision=HIGHEST)
+      grams_agop[layer] = place.gram(xa, labels_np, num_classes, per_class)
     if ms is not None:
-      ms.append(np.asarray(out.m))
+      ms.append(place.host(out.m))
     layers.append(record)
     x, x_test = x_next, xt_next
     if on_state is not None:
-      on_state(DeepRFMState(layer, np.asarray(x), np.asarray(x_test), list(layers), dict(grams),
-                            None if ms is None else list(ms), dict(grams_agop)))
+      on_state(DeepRFMState(layer, place.host(x, n), place.host(x_test, n_test), list(layers),
+                            dict(grams), None if ms is None else list(ms), dict(grams_agop)))
     if callback is not None:
       callback(record)
 
   t0 = time.perf_counter()
-  train_pred, test_pred, ok = final_krr(x, x_test, y, lab, config.bandwidth, config.ridge,
-                                        kernel=config.kernel, num_classes=num_classes)
-  if not bool(ok):
-    raise krr_lib.solve_error(config.ridge, n, "final KRR", dtype=dtype)
-  final = {"train_acc": _accuracy(train_pred, labels_np),
-           "test_acc": _accuracy(test_pred, labels_test),
-           "seconds": time.perf_counter() - t0}
-  g, gl = metrics_lib.gram_picture(normalise_rows(x), labels_np, num_classes=num_classes,
-                                   per_class=config.gram_per_class)
-  grams[config.depth + 1] = (np.asarray(g), gl)
+  train_pred, test_pred, extra = place.final(x, x_test, y, lab, config)
+  final = {"train_acc": _accuracy(place.host(train_pred, n), labels_np),
+           "test_acc": _accuracy(place.host(test_pred, n_test), labels_test),
+           "seconds": time.perf_counter() - t0, **extra}
+  grams[config.depth + 1] = place.gram(normalise_rows(x), labels_np, num_classes, per_class)
   return DeepRFMResult(layers, final, ms, grams, grams_agop)
+
+
+def sharded_deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
+                     mesh=None, devices: int | Sequence[jax.Device] | None = None,
+                     solver: str | None = None, cg_tol: float | None = None,
+                     cg_max_iter: int | None = None, cg_rank: int | None = None,
+                     preconditioner: str | None = None, memory_bytes: int | None = None,
+                     **kwargs) -> DeepRFMResult:
+  """:func:`deep_rfm` with the rows sharded over ``mesh`` (default: ``make_mesh(devices)``).
+
+  Args:
+    solver, cg_tol, cg_max_iter, cg_rank, preconditioner: override the fields of
+      ``config.solver`` (:class:`SolverConfig`) that are given.
+    memory_bytes: per-device memory budget (overrides ``config.memory_gb``).
+    kwargs: as :func:`deep_rfm` (``x_test``, ``labels_test``, ``num_classes``,
+      ``callback``, ``resume``, ``on_state``).
+  """
+  from dnc_jax.rfm import sharded
+  config = config or preset_config("reference")
+  given = dict(method=solver, cg_tol=cg_tol, cg_max_iter=cg_max_iter, cg_rank=cg_rank,
+               preconditioner=preconditioner)
+  solver_cfg = dataclasses.replace(config.solver, **{k: v for k, v in given.items()
+                                                     if v is not None})
+  config = dataclasses.replace(config, solver=solver_cfg)
+  if memory_bytes is not None:
+    config = dataclasses.replace(config, memory_gb=memory_bytes / memory_lib.GiB)
+  mesh = mesh if mesh is not None else sharded.make_mesh(devices)
+  return deep_rfm(x, labels, config, key=key, mesh=mesh, **kwargs)
+
+
+def deep_rfm_cg(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
+                devices: int | Sequence[jax.Device] | None = 1, **kwargs) -> DeepRFMResult:
+  """Deep RFM with every kernel system solved by preconditioned CG (one device by default).
+
+  Shorthand for ``sharded_deep_rfm(..., solver="cg")``; ``kwargs`` as there.
+  """
+  return sharded_deep_rfm(x, labels, config, key=key, devices=devices, solver="cg", **kwargs)

@@ -118,7 +118,8 @@ def budget_bytes(memory_gb: float | None, device: jax.Device | None = None) -> i
   """``memory_gb`` in bytes, or a fraction of what the device has free."""
   if memory_gb is not None:
     if not memory_gb > 0:
-      raise ConfigError(f"--memory-gb must be > 0, got {memory_gb}")
+      raise ConfigError(f"memory_gb must be > 0, got {memory_gb} (GiB per layer; "
+                        "bin/deep_rfm: --memory-gb)")
     return int(memory_gb * GiB)
   return int(_USABLE_FRACTION * available_bytes(device))
 
@@ -159,8 +160,9 @@ def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
       raise ConfigError(
           f"a Deep RFM layer with N = {n} training rows needs about {format_bytes(need)} (the "
           f"[N, N] kernel matrix and its factor) but the budget is {format_bytes(budget)}; "
-          "use fewer rows (--n), the matrix-free solver over devices (--solver cg "
-          "--devices D), or raise the budget (--memory-gb) if the machine has more free")
+          "use fewer rows, the matrix-free solver over devices (SolverConfig(method='cg') on a "
+          "mesh), or raise memory_gb if the machine has more free (bin/deep_rfm: --n, "
+          "--solver cg --devices D, --memory-gb)")
     batch_size = block_rows(n, per_row, room, backend=backend)
   estimate = fixed + max(solve, int(batch_size) * per_row)
   return LayerPlan(int(batch_size), fixed, solve, per_row, estimate, int(budget))

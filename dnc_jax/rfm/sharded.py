@@ -52,28 +52,27 @@ References:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
-import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from dnc_jax import metrics as metrics_lib
+from dnc_jax.errors import ConfigError
 from dnc_jax.rfm import features as features_lib
 from dnc_jax.rfm import kernels as kernels_lib
 from dnc_jax.rfm import krr as krr_lib
 from dnc_jax.rfm import memory as memory_lib
-from dnc_jax import metrics as metrics_lib
 from dnc_jax.rfm import solvers
 from dnc_jax.rfm.agop import agop_sum, kernel_predictor
-from dnc_jax.errors import ConfigError
-
-# The package re-exports the function `deep_rfm`, which shadows the module name.
-from dnc_jax.rfm import driver as drfm
+from dnc_jax.rfm.config import DeepRFMConfig
+from dnc_jax.rfm.layer import LayerOutput, normalise_rows
 
 HIGHEST = jax.lax.Precision.HIGHEST
 AXIS = "rows"
@@ -101,7 +100,7 @@ def make_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     n = int(devices)
     if not 1 <= n <= len(all_devices):
       raise ConfigError(
-          f"--devices {n} asked for, but {len(all_devices)} device(s) are visible "
+          f"{n} devices asked for, but {len(all_devices)} device(s) are visible "
           f"({all_devices[0].platform}); on CPU, simulate more with "
           f"XLA_FLAGS=--xla_force_host_platform_device_count={max(n, 2)} set before JAX starts")
     chosen = all_devices[:n]
@@ -213,22 +212,19 @@ def sharded_collapse(z, labels, w, *, num_classes: int, global_mean: str, n_tota
   }
 
 
-def _normalise(x):
-  return drfm.normalise_rows(x)
-
-
-def _layer_body(x, xt, y, labels, valid, valid_t, params, bandwidth, ridge, *, kernel,
-                features, num_classes, global_mean, batch_size, n_valid, solver, cg,
-                last):
+def _layer_body(x, xt, y, labels, valid, valid_t, params, bandwidth, ridge, *,
+                config: DeepRFMConfig, batch_size, n_valid, solver, cg, last):
   """One layer on this device's rows (inside ``shard_map`` over ``AXIS``)."""
+  kernel, features, global_mean = config.kernel, config.features, config.global_mean
+  num_classes = y.shape[1]
   dtype = x.dtype
   n_loc = x.shape[0]
   dev = jax.lax.axis_index(AXIS)
   row0 = (dev * n_loc).astype(jnp.int32)
   gidx = row0 + jnp.arange(n_loc, dtype=jnp.int32)
   w = valid.astype(dtype)
-  x = _normalise(x)
-  xt = _normalise(xt)
+  x = normalise_rows(x)
+  xt = normalise_rows(xt)
 
   # Centred frame of all rows, from the psum-reduced class means.
   counts, sums = _class_sums(x, labels, w, num_classes, AXIS)
@@ -299,19 +295,15 @@ _REP = P()
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "mesh", "kernel", "features", "width", "weight_init", "num_classes", "global_mean",
-    "batch_size", "n_valid", "solver", "cg", "last"))
+    "mesh", "config", "batch_size", "n_valid", "solver", "cg", "last"))
 def _sharded_layer(x, xt, y, labels, valid, valid_t, key, bandwidth, ridge, sigma, *, mesh,
-                   kernel, features, width, weight_init, num_classes, global_mean, batch_size,
-                   n_valid, solver, cg, last=False):
+                   config: DeepRFMConfig, batch_size, n_valid, solver, cg, last=False):
   # The random weights are drawn once, outside the per-device body, and
   # replicated: every device applies the same Φ_l.
-  params = features_lib.init_features(key, features, x.shape[1], width, init=weight_init,
-                                      sigma=sigma, dtype=x.dtype)
-  body = functools.partial(
-      _layer_body, kernel=kernel, features=features, num_classes=num_classes,
-      global_mean=global_mean, batch_size=batch_size, n_valid=n_valid, solver=solver, cg=cg,
-      last=last)
+  params = features_lib.init_features(key, config.features, x.shape[1], config.width or x.shape[1],
+                                      init=config.weight_init, sigma=sigma, dtype=x.dtype)
+  body = functools.partial(_layer_body, config=config, batch_size=batch_size, n_valid=n_valid,
+                           solver=solver, cg=cg, last=last)
   in_specs = (_ROW2, _ROW2, _ROW2, _ROW, _ROW, _ROW, _REP, _REP, _REP)
   info_specs = (_REP, _REP, _REP)
   if last:
@@ -324,245 +316,125 @@ def _sharded_layer(x, xt, y, labels, valid, valid_t, key, bandwidth, ridge, sigm
 
 # -- public entry points ---------------------------------------------------------------
 
-def _cg_opts(n_pad, num_devices, d, itemsize, *, solver, cg_tol, cg_max_iter, cg_rank,
-             preconditioner, memory_bytes) -> solvers.CGOptions:
-  return solvers.cg_options(n_pad // num_devices, n_pad, d, itemsize, tol=cg_tol,
-                            max_iter=cg_max_iter if solver == "cg" else 1,
-                            preconditioner=preconditioner, rank=cg_rank,
-                            memory_bytes=memory_bytes)
+class MeshPlacement:
+  """Rows sharded over a 1-D mesh; each layer one :func:`_sharded_layer` call.
+
+  Rows are padded to a multiple of the device count (padding has weight 0 and
+  ``α = 0``). Per device, half of the memory budget
+  (:func:`dnc_jax.rfm.memory.budget_bytes`) sizes the AGOP block and the same
+  budget decides ``solver="auto"`` and CG's kernel-block cache.
+  """
+
+  def __init__(self, config: DeepRFMConfig, mesh: Mesh, n: int, n_test: int, num_classes: int,
+               dtype):
+    if config.matmul_precision != "highest":
+      raise ConfigError(f"matmul_precision={config.matmul_precision!r} is available on the "
+                        "single-device Cholesky path only; use matmul_precision='highest' "
+                        "or one device with the Cholesky solver")
+    if tuple(mesh.axis_names) != (AXIS,):
+      raise ConfigError(f"the mesh must be 1-D with axis {AXIS!r}, got axes {mesh.axis_names}; "
+                        "build it with dnc_jax.rfm.sharded.make_mesh")
+    self.config, self.mesh, self.n, self.n_test, self.k = config, mesh, n, n_test, num_classes
+    self.dtype = np.dtype(dtype)
+    self.nd = _mesh_size(mesh)
+    self.n_pad, self.nt_pad = padded_rows(n, self.nd), padded_rows(n_test, self.nd)
+    device = mesh.devices.flat[0]
+    self.budget = memory_lib.budget_bytes(config.memory_gb, device)
+    self.backend = device.platform
+    self.solver = solvers.resolve_solver(config.solver.method, n, self.dtype.itemsize,
+                                         self.budget)
+    self.valid = shard_rows(np.ones(n, bool), mesh, self.n_pad, fill=False)
+    self.valid_t = shard_rows(np.ones(n_test, bool), mesh, self.nt_pad, fill=False)
+
+  def cg_options(self, d: int) -> solvers.CGOptions:
+    s = self.config.solver
+    return solvers.cg_options(self.n_pad // self.nd, self.n_pad, d, self.dtype.itemsize,
+                              tol=s.cg_tol, max_iter=s.cg_max_iter if self.solver == "cg" else 1,
+                              preconditioner=s.preconditioner, rank=s.cg_rank,
+                              memory_bytes=self.budget)
+
+  def place(self, x, x_test):
+    return (shard_rows(np.asarray(x, self.dtype), self.mesh, self.n_pad),
+            shard_rows(np.asarray(x_test, self.dtype), self.mesh, self.nt_pad))
+
+  def place_targets(self, y, labels):
+    return (shard_rows(np.asarray(y, self.dtype), self.mesh, self.n_pad),
+            shard_rows(np.asarray(labels, np.int32), self.mesh, self.n_pad))
+
+  def _call(self, x, x_test, y, labels, key, config, **kw):
+    return _sharded_layer(x, x_test, y, labels, self.valid, self.valid_t, key, config.bandwidth,
+                          config.ridge, config.sigma, mesh=self.mesh, config=config,
+                          n_valid=self.n, solver=self.solver, cg=self.cg_options(x.shape[1]),
+                          **kw)
+
+  def layer(self, x, x_test, y, labels, key, config, layer):
+    d_in = x.shape[1]
+    bs = config.agop_batch_size or memory_lib.block_rows(
+        self.n_pad // self.nd, memory_lib.layer_bytes(
+            self.n_pad, 0, d_in, config.width or d_in, self.k, itemsize=self.dtype.itemsize)[2],
+        self.budget // 2, backend=self.backend)
+    xn, xtn, m, mets, tp, ttp, ok, info = self._call(x, x_test, y, labels, key, config,
+                                                     batch_size=bs)
+    jax.block_until_ready(xn)
+    srec = self.solve_record(info, ok, f"layer {layer}")
+    return xn, xtn, LayerOutput(m, mets, tp, ttp, ok), {"solve": srec, "devices": self.nd}
+
+  def final(self, x, x_test, y, labels, config):
+    # width=1: the last call only solves; its feature weights are never used.
+    tp, ttp, ok, info = self._call(x, x_test, y, labels, jax.random.key(0),
+                                   dataclasses.replace(config, width=1), batch_size=1, last=True)
+    return tp, ttp, {"solve": self.solve_record(info, ok, "final KRR")}
+
+  def solve_record(self, info, ok, where: str) -> dict:
+    """The ``solve`` entry of a record; raises SolveError when the solve failed."""
+    iters, resid, hist = info
+    iters = int(iters)
+    cg = self.solver == "cg"
+    rec = {"solver": self.solver, "iterations": iters,
+           "residual": float(resid) if cg else None,
+           "residuals": [float(v) for v in np.asarray(hist)[:iters + 1]] if cg else None}
+    if cg:
+      log.info("%s: CG %d iterations, relative residual %.3e", where, iters, float(resid))
+    if not bool(ok):
+      if cg:
+        opts = self.cg_options(1)
+        raise solvers.cg_error(rec["residuals"][-1], opts.tol, opts.max_iter,
+                               self.config.ridge, self.n, where)
+      raise krr_lib.solve_error(self.config.ridge, self.n, where, dtype=self.dtype)
+    return rec
+
+  def host(self, a, n=None):
+    return to_host(a) if n is None else to_host(a)[:n]
+
+  def gram(self, z, labels, num_classes, per_class):
+    """Fig. 1's Gram picture of sharded rows ``z``: only the chosen rows come to the host."""
+    order = np.argsort(labels, kind="stable")
+    if per_class is not None:
+      order = np.concatenate([order[labels[order] == c][:per_class] for c in range(num_classes)])
+    mean = jnp.sum(z[:self.n], axis=0) / self.n          # the sample mean of ALL rows
+    zs = z[jnp.asarray(order)] - mean
+    zs = zs / jnp.linalg.norm(zs, axis=1, keepdims=True)
+    return to_host(jnp.matmul(zs, zs.T, precision=HIGHEST)), labels[order]
 
 
-def _resolve_solver(solver, n, itemsize, memory_bytes):
-  solvers.check_solver(solver)
-  if solver == "auto":
-    return solvers.choose_solver(n, itemsize=itemsize, memory_bytes=memory_bytes)
-  return solver
-
-
-def sharded_rfm_layer(x, x_test, y, labels, key, bandwidth, ridge, sigma, *, mesh: Mesh,
-                      kernel: str, features: str, width: int, weight_init: str,
-                      num_classes: int, global_mean: str, batch_size: int,
-                      solver: str = "cholesky", cg_tol: float | None = None,
-                      cg_max_iter: int = 2000, cg_rank: int = 1000,
-                      preconditioner: str = "nystrom", memory_bytes: int | None = None):
-  r""":func:`dnc_jax.rfm.driver.rfm_layer` with the rows sharded over ``mesh``.
+def sharded_rfm_layer(x, x_test, y, labels, key, config: DeepRFMConfig, *, mesh: Mesh,
+                      batch_size: int):
+  r""":func:`dnc_jax.rfm.layer.rfm_layer` with the rows sharded over ``mesh``.
 
   Same arguments and outputs as ``rfm_layer`` (``x`` ``[N, d]``, ``x_test``
   ``[N_test, d]``, ``y`` ``[N, K]``, ``labels`` ``[N]``); rows are padded to a
-  multiple of the device count and the padding removed from the outputs.
-
-  Args:
-    mesh: a 1-D mesh with axis ``"rows"`` (:func:`make_mesh`).
-    solver: ``"cholesky"``, ``"cg"`` or ``"auto"``.
-    cg_tol, cg_max_iter, cg_rank, preconditioner, memory_bytes: CG options
-      (:func:`dnc_jax.rfm.solvers.cg_options`).
+  multiple of the device count and the padding removed from the outputs;
+  ``config.solver`` chooses Cholesky or CG.
 
   Returns:
     ``(x_next [N, D], x_test_next [N_test, D], LayerOutput)``; ``solve_ok`` is
     False when Cholesky broke down or CG hit its cap.
   """
   x = np.asarray(x)
-  n = x.shape[0]
-  nd = _mesh_size(mesh)
-  n_pad = padded_rows(n, nd)
-  nt = np.asarray(x_test).shape[0]
-  nt_pad = padded_rows(nt, nd)
-  itemsize = x.dtype.itemsize
-  solver = _resolve_solver(solver, n, itemsize, memory_bytes)
-  cg = _cg_opts(n_pad, nd, x.shape[1], itemsize, solver=solver, cg_tol=cg_tol,
-                cg_max_iter=cg_max_iter, cg_rank=cg_rank, preconditioner=preconditioner,
-                memory_bytes=memory_bytes)
-  args = (shard_rows(x, mesh, n_pad), shard_rows(np.asarray(x_test, x.dtype), mesh, nt_pad),
-          shard_rows(np.asarray(y, x.dtype), mesh, n_pad),
-          shard_rows(np.asarray(labels, np.int32), mesh, n_pad),
-          shard_rows(np.ones(n, bool), mesh, n_pad, fill=False),
-          shard_rows(np.ones(nt, bool), mesh, nt_pad, fill=False))
-  xn, xtn, m, mets, tp, ttp, ok, _ = _sharded_layer(
-      *args, key, bandwidth, ridge, sigma, mesh=mesh, kernel=kernel, features=features,
-      width=width, weight_init=weight_init, num_classes=num_classes, global_mean=global_mean,
-      batch_size=batch_size, n_valid=n, solver=solver, cg=cg)
-  return xn[:n], xtn[:nt], drfm.LayerOutput(m, mets, tp[:n], ttp[:nt], ok)
-
-
-def _gram(x_pad, n, labels_np, num_classes, per_class):
-  """Fig. 1's Gram picture from sharded rows: only the chosen rows come to the host."""
-  order = np.argsort(labels_np, kind="stable")
-  if per_class is not None:
-    order = np.concatenate([order[labels_np[order] == c][:per_class]
-                            for c in range(num_classes)])
-  xs = drfm.normalise_rows(x_pad)
-  mean = jnp.sum(xs[:n], axis=0) / n          # the sample mean of ALL rows
-  xs = xs[jnp.asarray(order)] - mean
-  xs = xs / jnp.linalg.norm(xs, axis=1, keepdims=True)
-  return to_host(jnp.matmul(xs, xs.T, precision=HIGHEST)), labels_np[order]
-
-
-def sharded_deep_rfm(x, labels, config: drfm.DeepRFMConfig | None = None, *, key: jax.Array,
-                     x_test=None, labels_test=None, num_classes: int | None = None,
-                     mesh: Mesh | None = None, devices: int | Sequence[jax.Device] | None = None,
-                     solver: str = "cholesky", cg_tol: float | None = None,
-                     cg_max_iter: int = 2000, cg_rank: int = 1000,
-                     preconditioner: str = "nystrom", memory_bytes: int | None = None,
-                     callback: Callable[[dict], None] | None = None,
-                     resume=None, on_state=None) -> drfm.DeepRFMResult:
-  r""":func:`dnc_jax.rfm.driver.deep_rfm` on a device mesh, with a choice of solver.
-
-  The rows (train and test) stay sharded across layers; only metrics,
-  predictions for the accuracies and the Gram-picture rows come to the host.
-  Layer ``l`` uses ``fold_in(key, l)`` as ``deep_rfm`` does, so one seed gives
-  the same run on any number of devices (up to rounding).
-
-  Args:
-    x, labels, config, key, x_test, labels_test, num_classes, callback: as
-      :func:`~dnc_jax.rfm.driver.deep_rfm`.
-    mesh: a 1-D mesh with axis ``"rows"``; default :func:`make_mesh` ``(devices)``.
-    devices: ``None`` (all devices), a count, or a device list.
-    solver: ``"cholesky"``, ``"cg"`` (matrix-free, Nyström-preconditioned
-      conjugate gradients) or ``"auto"`` (Cholesky when ``3 N²`` floats fit in
-      ``memory_bytes``).
-    cg_tol: CG relative residual (default 1e-4 float32, 1e-8 float64).
-    cg_max_iter: CG iteration cap.
-    cg_rank: Nyström landmarks.
-    preconditioner: ``"nystrom"`` or ``"none"``.
-    memory_bytes: per-device memory budget (default: half of one device).
-    resume, on_state: as :func:`~dnc_jax.rfm.driver.deep_rfm` (a
-      ``DeepRFMState`` to continue from; a function called with one after each
-      layer — it gathers the rows to the host, so it costs ``N D`` per layer).
-
-  Returns:
-    :class:`~dnc_jax.rfm.driver.DeepRFMResult`; each layer record also has
-    ``solve`` (``solver``, ``iterations``, ``residual``, ``residuals``) and
-    ``devices``.
-
-  Raises:
-    ConfigError: invalid data or options (before any work).
-    SolveError: Cholesky broke down, or CG did not converge (names the layer,
-      the residual reached and the cap, and suggests a fix).
-  """
-  config = (config or drfm.preset_config("reference")).validate()
-  if config.matmul_precision != "highest":
-    raise ConfigError(f"matmul_precision={config.matmul_precision!r} is available on the "
-                      "single-device Cholesky path only; drop --matmul-precision, or run with "
-                      "--devices 1 --solver cholesky")
-  labels_np = np.asarray(labels)
-  if num_classes is None:
-    num_classes = int(labels_np.max()) + 1 if labels_np.size else 0
-  drfm._check_data(x, labels_np, x_test, labels_test, num_classes)
-  mesh = mesh if mesh is not None else make_mesh(devices)
-  if tuple(mesh.axis_names) != (AXIS,):
-    raise ConfigError(f"the mesh must be 1-D with axis {AXIS!r}, got axes {mesh.axis_names}; "
-                      "build it with dnc_jax.rfm.sharded.make_mesh")
-  nd = _mesh_size(mesh)
-  x = np.asarray(x)
-  if x.dtype not in (np.float32, np.float64):
-    x = x.astype(np.float32)
-  if x.dtype == np.float64 and not jax.config.jax_enable_x64:
-    x = x.astype(np.float32)
-  dtype = x.dtype
-  n = x.shape[0]
-  if x_test is None:
-    x_test = np.zeros((0, x.shape[1]), dtype)
-    labels_test = np.zeros((0,), np.int32)
-  x_test = np.asarray(x_test, dtype)
-  labels_test = np.asarray(labels_test)
-  nt = x_test.shape[0]
-  n_pad, nt_pad = padded_rows(n, nd), padded_rows(nt, nd)
-  solver = _resolve_solver(solver, n, dtype.itemsize, memory_bytes)
-  y_np = (2.0 * np.eye(num_classes, dtype=dtype)[labels_np] - 1.0).astype(dtype)
-  xs = shard_rows(x, mesh, n_pad)
-  xts = shard_rows(x_test, mesh, nt_pad)
-  ys = shard_rows(y_np, mesh, n_pad)
-  labs = shard_rows(labels_np.astype(np.int32), mesh, n_pad)
-  valid = shard_rows(np.ones(n, bool), mesh, n_pad, fill=False)
-  valid_t = shard_rows(np.ones(nt, bool), mesh, nt_pad, fill=False)
-
-  def opts(d):
-    return _cg_opts(n_pad, nd, d, dtype.itemsize, solver=solver, cg_tol=cg_tol,
-                    cg_max_iter=cg_max_iter, cg_rank=cg_rank, preconditioner=preconditioner,
-                    memory_bytes=memory_bytes)
-
-  def solve_info(info, ok, where):
-    iters, resid, hist = info
-    iters = int(iters)
-    rec = {"solver": solver, "iterations": iters,
-           "residual": None if solver == "cholesky" else float(resid),
-           "residuals": None if solver == "cholesky"
-           else [float(v) for v in np.asarray(hist)[:iters + 1]]}
-    if solver == "cg":
-      log.info("%s: CG %d iterations, relative residual %.3e", where, iters, float(resid))
-    if not bool(ok):
-      if solver == "cg":
-        cg = opts(1)
-        raise solvers.cg_error(rec["residuals"][-1], cg.tol, cg.max_iter, config.ridge, n,
-                               where)
-      raise krr_lib.solve_error(config.ridge, n, where, dtype=dtype)
-    return rec
-
-  start, layers, grams, ms = drfm.resume_point(resume, config, n)
-  if resume is not None:
-    xs = shard_rows(np.asarray(resume.x, dtype), mesh, n_pad)
-    xts = shard_rows(np.asarray(resume.x_test, dtype), mesh, nt_pad)
-  # Per device: half for the AGOP block (the solver's arrays take the rest).
-  budget = memory_lib.budget_bytes(config.memory_gb, mesh.devices.flat[0])
-  for layer in range(start, config.depth + 1):
-    t0 = time.perf_counter()
-    d_in = xs.shape[1]
-    width = config.width or d_in
-    bs = config.agop_batch_size or memory_lib.block_rows(
-        n_pad // nd, memory_lib.layer_bytes(n_pad, 0, d_in, width, num_classes,
-                                            itemsize=jnp.dtype(dtype).itemsize)[2],
-        budget // 2, backend=mesh.devices.flat[0].platform)
-    xn, xtn, m, mets, tp, ttp, ok, info = _sharded_layer(
-        xs, xts, ys, labs, valid, valid_t, jax.random.fold_in(key, layer), config.bandwidth,
-        config.ridge, config.sigma, mesh=mesh, kernel=config.kernel, features=config.features,
-        width=width, weight_init=config.weight_init, num_classes=num_classes,
-        global_mean=config.global_mean, batch_size=bs, n_valid=n, solver=solver,
-        cg=opts(d_in))
-    jax.block_until_ready(xn)
-    srec = solve_info(info, ok, f"layer {layer}")
-    drfm.check_agop(m, layer, config)
-    mets = jax.tree.map(float, mets)
-    record = {
-        "layer": layer,
-        "nc1": {r: mets[r]["nc1"] for r in drfm.REPRESENTATIONS},
-        "nc2": {r: mets[r]["nc2"] for r in drfm.REPRESENTATIONS},
-        "train_acc": drfm._accuracy(to_host(tp)[:n], labels_np),
-        "test_acc": drfm._accuracy(to_host(ttp)[:nt], labels_test),
-        "seconds": time.perf_counter() - t0,
-        "dim_in": d_in, "dim_out": int(xn.shape[1]),
-        "gflop": drfm.layer_flops(n, nt, d_in, num_classes, xn.shape[1])["total"] / 1e9,
-        "metrics": mets, "solve": srec, "devices": nd,
-    }
-    if layer in config.gram_layers:
-      grams[layer] = _gram(xs, n, labels_np, num_classes, config.gram_per_class)
-    if ms is not None:
-      ms.append(to_host(m))
-    layers.append(record)
-    xs, xts = xn, xtn
-    if on_state is not None:
-      on_state(drfm.DeepRFMState(layer, to_host(xs)[:n], to_host(xts)[:nt], list(layers),
-                                 dict(grams), None if ms is None else list(ms)))
-    if callback is not None:
-      callback(record)
-
-  t0 = time.perf_counter()
-  tp, ttp, ok, info = _sharded_layer(
-      xs, xts, ys, labs, valid, valid_t, key, config.bandwidth, config.ridge, config.sigma,
-      mesh=mesh, kernel=config.kernel, features=config.features, width=1,
-      weight_init=config.weight_init, num_classes=num_classes, global_mean=config.global_mean,
-      batch_size=1, n_valid=n, solver=solver, cg=opts(xs.shape[1]), last=True)
-  srec = solve_info(info, ok, "final KRR")
-  final = {"train_acc": drfm._accuracy(to_host(tp)[:n], labels_np),
-           "test_acc": drfm._accuracy(to_host(ttp)[:nt], labels_test),
-           "seconds": time.perf_counter() - t0, "solve": srec}
-  grams[config.depth + 1] = _gram(xs, n, labels_np, num_classes, config.gram_per_class)
-  return drfm.DeepRFMResult(layers, final, ms, grams)
-
-
-def deep_rfm_cg(x, labels, config: drfm.DeepRFMConfig | None = None, *, key: jax.Array,
-                devices: int | Sequence[jax.Device] | None = 1, **kwargs) -> drfm.DeepRFMResult:
-  """Deep RFM with every kernel system solved by preconditioned CG (one device by default).
-
-  Shorthand for ``sharded_deep_rfm(..., solver="cg")``; ``kwargs`` as there.
-  """
-  return sharded_deep_rfm(x, labels, config, key=key, devices=devices, solver="cg", **kwargs)
+  n, nt = x.shape[0], np.asarray(x_test).shape[0]
+  place = MeshPlacement(config, mesh, n, nt, np.asarray(y).shape[1], x.dtype)
+  xs, xts = place.place(x, x_test)
+  ys, labs = place.place_targets(y, labels)
+  xn, xtn, m, mets, tp, ttp, ok, _ = place._call(xs, xts, ys, labs, key, config,
+                                                 batch_size=batch_size)
+  return xn[:n], xtn[:nt], LayerOutput(m, mets, tp[:n], ttp[:nt], ok)

@@ -53,20 +53,19 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnc_jax.errors import ConfigError, SolveError
 from dnc_jax.rfm import kernels as kernels_lib
 from dnc_jax.rfm import krr as krr_lib
-from dnc_jax.errors import ConfigError, SolveError
+from dnc_jax.rfm import memory as memory_lib
+from dnc_jax.rfm.config import PRECONDITIONERS, SOLVERS
 
 HIGHEST = jax.lax.Precision.HIGHEST
-SOLVERS = ("cholesky", "cg", "auto")
-PRECONDITIONERS = ("nystrom", "none")
 log = logging.getLogger(__name__)
 
 
@@ -382,31 +381,26 @@ def cg_error(residual: float, tol: float, max_iter: int, ridge: float, n: int,
 
 # -- choosing a solver -------------------------------------------------------------
 
-def default_memory_bytes(device: jax.Device | None = None) -> int:
-  """Half of one device's memory (accelerator ``bytes_limit``, else host RAM)."""
-  device = device or jax.local_devices()[0]
-  stats = None
-  try:
-    stats = device.memory_stats()
-  except Exception:  # some backends do not report memory
-    stats = None
-  if stats and stats.get("bytes_limit"):
-    return int(stats["bytes_limit"]) // 2
-  try:
-    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
-  except (ValueError, OSError, AttributeError):
-    return 8 * 2**30
-
-
 def cholesky_bytes(n: int, itemsize: int) -> int:
   """Peak bytes of the Cholesky path: distances, kernel matrix and factor, ``3 N²``."""
   return 3 * n * n * itemsize
 
 
 def choose_solver(n: int, *, itemsize: int = 4, memory_bytes: int | None = None) -> str:
-  """``"cholesky"`` when ``3 N²`` floats fit in ``memory_bytes``, else ``"cg"``."""
-  memory_bytes = default_memory_bytes() if memory_bytes is None else int(memory_bytes)
+  """``"cholesky"`` when ``3 N²`` floats fit in ``memory_bytes``, else ``"cg"``.
+
+  ``memory_bytes``: default :func:`dnc_jax.rfm.memory.budget_bytes` (the one memory policy).
+  """
+  memory_bytes = memory_lib.budget_bytes(None) if memory_bytes is None else int(memory_bytes)
   return "cholesky" if cholesky_bytes(n, itemsize) <= memory_bytes else "cg"
+
+
+def resolve_solver(method: str, n: int, itemsize: int, memory_bytes: int | None = None) -> str:
+  """``method`` with ``"auto"`` resolved by :func:`choose_solver`."""
+  check_solver(method)
+  if method == "auto":
+    return choose_solver(n, itemsize=itemsize, memory_bytes=memory_bytes)
+  return method
 
 
 def check_solver(solver: str) -> None:
@@ -430,7 +424,7 @@ def cg_options(n_loc: int, n: int, d: int, itemsize: int, *, tol=None, max_iter:
     tol = 1e-8 if itemsize >= 8 else 1e-4
   if not 0 < tol < 1:
     raise ConfigError(f"the CG tolerance must lie in (0, 1), got {tol}")
-  memory_bytes = default_memory_bytes() if memory_bytes is None else int(memory_bytes)
+  memory_bytes = memory_lib.budget_bytes(None) if memory_bytes is None else int(memory_bytes)
   cache = n_loc * n * itemsize <= memory_bytes // 2
   # A recomputed block holds a few [b, N] arrays and a [b, d] slice.
   block = max(1, min(n_loc, (memory_bytes // 4) // max(1, (4 * n + d) * itemsize)))
