@@ -15,7 +15,8 @@ after every run, so an interrupted bench continues where it stopped::
   python bench/precision_default.py --json runs/precision_default.json
   python bench/precision_default.py --json runs/precision_default.json --report
 
-The committed copy is docs/runs/bench_precision_default.json (docs/numerics.md).
+The committed copy is docs/runs/bench_precision_default.json; the comparison is
+dnc_jax.report.precision's, whose tables docs/numerics.md shows (bin/figures --docs).
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ import jax
 import numpy as np
 
 import dnc_jax as dj
+from dnc_jax.report import precision
 
-REPS = ("input", "agop", "features")
-FLOOR = 0.01
+REPS = precision.REPS
 
 
 def _enable_x64(on: bool):
@@ -59,33 +60,9 @@ def run_one(dataset: str, n: int | None, preset: str, dtype: str, seed: int, dep
     return out
 
 
-def compare(results: dict, case: str) -> dict:
-  """Per representation and metric: float32 deviation, float64 band, layers outside."""
-  f64 = [results.get(f"{case}/float64/s{s}") for s in range(3)]
-  f32 = results.get(f"{case}/float32/s0")
-  if any(r is None for r in f64) or f32 is None:
-    return {"status": "incomplete"}
-  errors = {k: r["error"] for k, r in zip(("f64_s0", "f64_s1", "f64_s2", "f32_s0"), f64 + [f32])
-            if "error" in r}
-  if errors:
-    return {"status": "failed", "errors": errors}
-  out = {"status": "ok", "worst_ratio": 0.0, "outside": []}
-  for m in ("nc1", "nc2"):
-    for r in REPS:
-      base = np.array(f64[0][m][r])
-      band = np.max([np.abs(np.array(f[m][r]) - base) / np.abs(base) for f in f64[1:]], axis=0)
-      band = np.maximum(band, FLOOR)
-      dev = np.abs(np.array(f32[m][r]) - base) / np.abs(base)
-      out[f"{m}_{r}"] = {"dev": dev.tolist(), "band": band.tolist()}
-      ratio = dev / band
-      out["worst_ratio"] = max(out["worst_ratio"], float(ratio.max()))
-      out["outside"] += [f"{m}/{r}/layer{l + 1}" for l in np.nonzero(ratio > 1)[0]]
-  return out
-
-
 def report(results: dict, cases) -> None:
   for case in cases:
-    c = compare(results, case)
+    c = precision.comparison(results, case)
     if c["status"] != "ok":
       print(f"{case}: {c['status']} {c.get('errors', '')}")
       continue

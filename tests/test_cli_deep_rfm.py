@@ -128,3 +128,16 @@ def test_cg_solver_and_devices(tmp_path, capsys):
       assert abs(ra["nc1"][rep] / rb["nc1"][rep] - 1) < 0.01
   code, _, err = _run(base + ["--devices", "64", "--out", str(tmp_path / "many")], capsys)
   assert code == 2 and "xla_force_host_platform_device_count" in err
+
+
+def test_auto_precision_is_float32_with_a_ridge_and_float64_ridgeless(tmp_path):
+  """The default arithmetic follows the measured rule of docs/numerics.md."""
+  run_cfg, _ = cli.parse(["--out", str(tmp_path / "a")])
+  assert (run_cfg.precision, run_cfg.x64) == ("float32", False)
+  run_cfg, _ = cli.parse(["--out", str(tmp_path / "b"), "--preset", "paper"])
+  assert (run_cfg.precision, run_cfg.x64) == ("float64", True)
+  run_cfg, _ = cli.parse(["--out", str(tmp_path / "c"), "--ridge", "0"])
+  assert run_cfg.x64
+  run_cfg, _ = cli.parse(["--out", str(tmp_path / "d"), "--preset", "paper", "--precision",
+                          "float32"])
+  assert not run_cfg.x64

@@ -209,10 +209,22 @@ def test_files_respect_the_umask(tmp_path):
 def test_vanishing_agop_is_an_error_naming_layer_cause_and_fix(flag, value, cause, tmp_path,
                                                                capsys):
   out = tmp_path / "nan"
-  code, stdout, err = _code(rfm_cli.main, RFM + [flag, value, "--out", str(out)], capsys)
+  # float64: these values are beyond float32's range (refused before any work, below).
+  code, stdout, err = _code(rfm_cli.main, RFM + [flag, value, "--precision", "float64", "--out",
+                                                 str(out)], capsys)
   assert code == 2, stdout
   assert "deep_rfm: error: layer 1: the AGOP M is zero or not finite" in err
   assert cause in err and "--bandwidth" in err and "ridge" in err
+  assert not out.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--bandwidth", "1e200"), ("--ridge", "1e300")])
+def test_a_value_beyond_float32_is_refused_before_any_work(flag, value, tmp_path, capsys):
+  out = tmp_path / "big"
+  code, stdout, err = _code(rfm_cli.main, RFM + [flag, value, "--precision", "float32", "--out",
+                                                 str(out)], capsys)
+  assert code == 2, stdout
+  assert f"{flag[2:]} {float(value):g} overflows float32" in err and "--precision float64" in err
   assert not out.exists()
 
 

@@ -110,9 +110,11 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
   o = p.add_argument_group("run")
   o.add_argument("--seed", type=int, default=0, help="PRNG seed of the random feature maps")
   o.add_argument("--precision", default="auto", choices=("auto", "float32", "float64"),
-                 help="arithmetic: 'auto' is float64 on a CPU (about 2x the float32 time, and "
-                      "accurate at every depth) and float32 on a GPU/TPU; float32 drifts from "
-                      "float64 by 10-25%% past layer ~15 (docs/numerics.md)")
+                 help="arithmetic: 'auto' is float32 for runs with a ridge (its NC1/NC2 stay "
+                      "within float64's seed-to-seed spread at every layer of depth 19) and "
+                      "float64 for ridgeless runs (--preset paper), whose kernel systems "
+                      "float32 cannot factorise past layer ~18; float64 for bit-level "
+                      "comparisons (docs/numerics.md)")
   o.add_argument("--x64", action="store_true", help="same as --precision float64")
   o.add_argument("--out", default="runs/deep_rfm", help="run directory to write")
   o.add_argument("--overwrite", action="store_true",
@@ -136,13 +138,14 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
 _RUN_CONTROL = experiment.RUN_CONTROL
 
 
-def _use_x64(args) -> bool:
+def _use_x64(args, opts: dict) -> bool:
+  """Whether the run is float64: asked for, or ``auto`` for a ridgeless run (``opts``: its options)."""
   if args.x64 or args.precision == "float64":
     return True
   if args.precision == "float32":
     return False
-  import jax
-  return jax.default_backend() == "cpu"
+  from dnc_jax.rfm import config
+  return config.auto_precision(_rfm_config(opts)) == "float64"
 
 
 def _resume_options(args, argv) -> argparse.Namespace:
@@ -159,8 +162,8 @@ def _resume_options(args, argv) -> argparse.Namespace:
   if given.pop("x64", False):
     given["precision"] = "float64"
   if given.get("precision") == "auto":
-    given["precision"] = ("float64" if _use_x64(argparse.Namespace(x64=False, precision="auto"))
-                          else "float32")
+    given["precision"] = ("float64" if _use_x64(argparse.Namespace(x64=False, precision="auto"),
+                                                 saved) else "float32")
   # Compare what the options resolve to: --bandwidth 2.0 is the preset's 2.0.
   resolved = dataclasses.asdict(_rfm_config(saved))
   clash = {}
@@ -208,10 +211,10 @@ def parse(argv=None):
   if args.resume:
     args = _resume_options(args, argv)
   # Store the resolved precision, so a resumed run keeps it on any machine.
-  args.precision = "float64" if _use_x64(args) else "float32"
+  args.precision = "float64" if _use_x64(args, vars(args)) else "float32"
   if args.matmul_precision != "highest" and args.precision == "float64":
     raise DncError(f"--matmul-precision {args.matmul_precision} applies to float32 runs, but this "
-                   "run is float64 (--precision auto is float64 on a CPU); add --precision float32")
+                   "run is float64 (--precision float64, or auto on a ridgeless run); add --precision float32")
   run_cfg = experiment.RunConfig(
       dataset=args.dataset, data_dir=args.data_dir, n=args.n, n_test=args.n_test,
       classes=args.classes, balanced=args.balanced,

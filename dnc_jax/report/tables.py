@@ -29,7 +29,7 @@ TableFn = Callable[[pathlib.Path], str]
 _TABLES: dict[str, TableFn] = {}
 # Modules whose import registers tables (imported on first use, so that this
 # module stays importable without them).
-TABLE_MODULES = ("dnc_jax.report.nets", "dnc_jax.report.rfm")
+TABLE_MODULES = ("dnc_jax.report.nets", "dnc_jax.report.rfm", "dnc_jax.report.precision")
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)",
                     re.S)
 

@@ -210,6 +210,17 @@ def _prepare(x, labels, x_test, labels_test, num_classes):
   return x, labels_np, jnp.asarray(x_test, x.dtype), np.asarray(labels_test), num_classes
 
 
+def _check_range(config: DeepRFMConfig, dtype) -> None:
+  """Refuses a bandwidth, ridge or cos scale that the run's float type cannot hold."""
+  info = np.finfo(dtype)
+  for name in ("bandwidth", "ridge", "sigma"):
+    value = float(getattr(config, name))
+    if value > info.max:
+      raise ConfigError(f"{name} {value:g} overflows {info.dtype.name} (largest {info.max:.3g}); "
+                        f"use a smaller {name} or float64 (jax x64; bin/deep_rfm --precision "
+                        "float64)")
+
+
 def _record(layer, out, extra, *, seconds, placement, labels, labels_test, dims) -> dict:
   """One layer's record (the order of its keys is the order of metrics.csv's columns)."""
   n, n_test, d_in, d_out, k = dims
@@ -267,6 +278,7 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
   x, labels_np, x_test, labels_test, num_classes = _prepare(x, labels, x_test, labels_test,
                                                             num_classes)
   n, n_test, dtype = x.shape[0], x_test.shape[0], x.dtype
+  _check_range(config, dtype)
   lab = jnp.asarray(labels_np, jnp.int32)
   y = 2.0 * jax.nn.one_hot(lab, num_classes, dtype=dtype) - 1.0
   start, layers, grams, ms = resume_point(resume, config, n)

@@ -111,10 +111,10 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
     options = {k: v for k, v in run_cfg.options.items() if k not in RUN_CONTROL}
     runs.write_json(ckpt / "options.json", options)
   config = _config_record(run_cfg, rfm_cfg, ds, x, xt)
-  if not run_cfg.x64 and rfm_cfg.depth > 15:
-    print("deep_rfm: note: in float32, NC1/NC2 beyond layer ~15 can differ from float64 by "
-          "10-25% (docs/numerics.md); use --precision float64 for quantitative claims about "
-          "deep layers", file=sys.stderr)
+  if not run_cfg.x64 and rfm_cfg.ridge == 0 and rfm_cfg.depth > 15:
+    print("deep_rfm: note: a ridgeless run in float32 may find its kernel system singular "
+          "past layer ~18 (docs/numerics.md); --precision auto runs it in float64",
+          file=sys.stderr)
   writer = CheckpointWriter(ckpt)
   # Whatever happens from here on, the last state reaches the disk before the process ends.
   try:
