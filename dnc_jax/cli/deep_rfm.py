@@ -22,7 +22,6 @@ from dnc_jax.rfm.timing import PhaseClock, format_timing
 
 def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
   """The parser; with ``suppress`` only the flags actually given appear in the result."""
-  from dnc_jax import data as data_lib
   p = argparse.ArgumentParser(
       prog="deep_rfm",
       description="Deep Recursive Feature Machines (Algorithm 1 of 'Average gradient outer "
@@ -32,6 +31,18 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                   "random features Phi_l(X_l M_l^1/2). Metrics use the paper's conventions "
                   "(NC1 = tr Sigma_W / tr Sigma_B; NC2 = Frobenius distance to the simplex ETF).",
       formatter_class=HelpFormatter)
+  for add in (_data_flags, _method_flags, _scale_flags, _run_flags):
+    add(p)
+  if suppress:
+    for action in p._actions:
+      if action.dest != "help":
+        action.default = argparse.SUPPRESS
+  return p
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+  """--dataset, --n, the class subset and proportions, the cache."""
+  from dnc_jax import data as data_lib
   g = p.add_argument_group("data")
   g.add_argument("--dataset", default="digits", choices=data_lib.DATASETS,
                  help="dataset name; 'digits' is bundled with scikit-learn and needs no download")
@@ -55,6 +66,10 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                       "weight per class 'w0,w1,...'; the first n points in these proportions, "
                       "per class (dnc_jax.data.class_counts_for); the test split is unchanged")
   g.add_argument("--no-cache", action="store_true", help="do not read or write the dataset cache")
+
+
+def _method_flags(p: argparse.ArgumentParser) -> None:
+  """The Deep RFM options (unset ones take the preset's value)."""
   r = p.add_argument_group("Deep RFM (flags left unset take the preset's value)")
   r.add_argument("--preset", default="reference", choices=("reference", "paper"),
                  help="'reference': the authors' code (ridge 1e-3, uniform ReLU weights U(+-1/sqrt d), "
@@ -85,6 +100,10 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                  help="rows per AGOP block (default: planned from --memory-gb; at most 256 on a "
                       "CPU, 4096 on an accelerator)")
   r.add_argument("--keep-m", action="store_true", help="also save every layer's M to ms.npz")
+
+
+def _scale_flags(p: argparse.ArgumentParser) -> None:
+  """Devices, the solver, matmul precision and the memory budget."""
   s = p.add_argument_group("scale (docs/scaling.md)")
   s.add_argument("--devices", type=int, default=0,
                  help="devices to shard the training rows over (0: all visible; on CPU simulate N "
@@ -107,6 +126,10 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                  help="memory budget of a layer in GiB; sets the AGOP block size and refuses a "
                       "problem whose N x N kernel matrix does not fit (default: 80%% of the "
                       "device's free memory; docs/performance.md)")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+  """Seed, precision, --out and the other flags about the run."""
   o = p.add_argument_group("run")
   o.add_argument("--seed", type=int, default=0, help="PRNG seed of the random feature maps")
   o.add_argument("--precision", default="auto", choices=("auto", "float32", "float64"),
@@ -128,11 +151,6 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
                       "compilation (default: $DNC_JAX_COMPILE_CACHE or ~/.cache/dnc_jax/xla)")
   o.add_argument("--no-compile-cache", action="store_true",
                  help="do not read or write the persistent compilation cache")
-  if suppress:
-    for action in p._actions:
-      if action.dest != "help":
-        action.default = argparse.SUPPRESS
-  return p
 
 
 _RUN_CONTROL = experiment.RUN_CONTROL

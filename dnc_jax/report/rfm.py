@@ -518,18 +518,9 @@ def _row(num, claim, data, ours, verdict) -> str:
   return f"| {num} | {claim} | {data} | {ours} | {verdict} |"
 
 
-@report.table("rfm_verdicts")
-def table_verdicts(root) -> str:
-  """The Deep RFM rows of the summary of verdicts, from the committed summaries."""
-  import numpy as np
-  m_relu = load_group(root, "rfm_mnist5k_relu")
-  m_cos = load_group(root, "rfm_mnist5k_cos")
-  f_relu = load_group(root, "rfm_fm2000_relu")
-  f_cos = load_group(root, "rfm_cos_fm2000_g0p05_D784")
-  rows = ["| # | claim (paper) | data, size | ours | verdict |", "|---|---|---|---|---|"]
-  todo = "not run yet (`bench/rfm_jobs.txt`)"
-
-  # 1. Gram pictures
+def _verdict_1(root, ctx, rows) -> None:
+  """Claim 1. Gram pictures."""
+  m_relu, m_cos, f_relu, f_cos, todo, _ = ctx
   parts = []
   for label, runs in (("MNIST ReLU", m_relu), ("MNIST cos", m_cos), ("Fashion-MNIST ReLU", f_relu),
                       ("Fashion-MNIST cos", f_cos)):
@@ -545,7 +536,10 @@ def table_verdicts(root) -> str:
                     "with ReLU, not with cos (see 22)" if ok and good else
                     "see [Gram pictures](#gram-pictures-figs-1-5-6)") if ok else todo))
 
-  # 2. / 3. NC1 and NC2 against layer
+
+def _verdict_2_3(root, ctx, rows) -> None:
+  """Claim 2. / 3. NC1 and NC2 against layer."""
+  m_relu, m_cos, _, _, todo, _ = ctx
   for num, metric, claim in ((2, "nc1", "Figs. 3, 4 left: NC1 falls with depth for X_l, X_l M_l^½ "
                               "and Φ(X_l M_l^½), ReLU and cos"),
                              (3, "nc2", "Figs. 3, 4 right: NC2 falls with depth")):
@@ -572,8 +566,10 @@ def table_verdicts(root) -> str:
     rows.append(_row(num, claim, "mnist5k n = 4000 (the paper's kernels: Gaussian for ReLU)",
                      "; ".join(parts), verdict))
 
-  # 4. improvement due to M^1/2
-  every = _all_runs(root)
+
+def _verdict_4(root, ctx, rows) -> None:
+  """Claim 4. improvement due to M^1/2."""
+  _, _, _, _, _, every = ctx
   pairs = [(r["name"], rec) for r in every for rec in r["metrics"]["layers"]]
   below = sum(rec["nc1"]["agop"] < rec["nc1"]["input"] for _, rec in pairs)
   rows.append(_row(4, "Sec. 4: the improvement in NC1 is entirely due to M_l^½",
@@ -581,7 +577,10 @@ def table_verdicts(root) -> str:
                    f"NC1(X_l M_l^½) < NC1(X_l) at {below} of {len(pairs)} layers",
                    "**reproduced**" if below == len(pairs) and pairs else "see the tables"))
 
-  # 5. Φ worsens NC1
+
+def _verdict_5(root, ctx, rows) -> None:
+  """Claim 5. Φ worsens NC1."""
+  _, _, _, _, _, every = ctx
   def ratios(kind):
     v = [rec["nc1"]["features"] / rec["nc1"]["agop"] for r in every
          if r["config"]["deep_rfm"]["features"] == kind for rec in r["metrics"]["layers"]]
@@ -594,7 +593,11 @@ def table_verdicts(root) -> str:
                    "**reproduced** for ReLU (a modest factor); cos worsens NC1 by orders of "
                    "magnitude at depth (**differs**, see 22)"))
 
-  # 6. exponential decay
+
+def _verdict_6(root, ctx, rows) -> None:
+  """Claim 6. exponential decay."""
+  import numpy as np
+  m_relu, _, _, _, todo, every = ctx
   if m_relu and min(len(r["metrics"]["layers"]) for r in m_relu) >= 19:
     v = np.array([[_layer(r, l)["nc1"]["agop"] for l in range(1, 20)] for r in m_relu])
     f = [(v[:, lo - 1] / v[:, hi - 1]) ** (1 / (hi - lo)) for lo, hi in ((1, 5), (5, 10),
@@ -613,7 +616,10 @@ def table_verdicts(root) -> str:
     rows.append(_row(6, "Sec. 5.1: exponential improvement of NC1 in all layers",
                      "mnist5k n = 4000", todo, todo))
 
-  # 17. / 18. SPEC references
+
+def _verdict_17_18(root, ctx, rows) -> None:
+  """Claim 17. / 18. SPEC references."""
+  _, _, _, _, _, _ = ctx
   ref = load_group(root, "rfm_fm2000_reference")
   if ref:
     rec = _layer(ref[0], 1)
@@ -634,8 +640,13 @@ def table_verdicts(root) -> str:
                      ("**reproduced**" if ok else "**differs**")
                      + " (held by `tests/test_rfm_report.py`; fresh runs: `bench/spec_layer10.py`)"))
 
-  # 19. presets
+
+def _verdict_19(root, ctx, rows) -> None:
+  """Claim 19. presets."""
+  import numpy as np
+  _, _, _, _, _, _ = ctx
   pap = load_group(root, "rfm_fm2000_paper")
+  ref = load_group(root, "rfm_fm2000_reference")
   if pap and ref:
     a = _ms(_values(ref, lambda r: _layer(r, 10)["nc1"]["features"]))
     b = _ms(_values(pap, lambda r: _layer(r, 10)["nc1"]["features"]))
@@ -648,7 +659,10 @@ def table_verdicts(root) -> str:
                      ("no measurable difference (means within one seed sd)" if close else
                       "**differs**") + " ([preset comparison](#paper-vs-reference-preset))"))
 
-  # 20. time
+
+def _verdict_20(root, ctx, rows) -> None:
+  """Claim 20. time."""
+  _, _, _, _, _, every = ctx
   secs = [(r["name"], r["metrics"]["seconds_total"], len(r["metrics"]["layers"]), r["config"]["n"])
           for r in every if r["config"]["run"]["dataset"] == "mnist5k" and r["config"]["n"] == 4000]
   if secs:
@@ -657,7 +671,10 @@ def table_verdicts(root) -> str:
                      "2-core CPU (shared), float32: " + ", ".join(f"{s:.0f} s" for _, s, _, _ in secs),
                      "not comparable (n = 4000, not 50,000; CPU); informational"))
 
-  # 21. class imbalance
+
+def _verdict_21(root, ctx, rows) -> None:
+  """Claim 21. class imbalance."""
+  _, _, _, _, todo, _ = ctx
   parts, collapsed = [], []
   for label, group in IMBALANCED_GROUPS.items():
     runs = load_group(root, group)
@@ -682,7 +699,10 @@ def table_verdicts(root) -> str:
                      if all(collapsed) else "**differs** in part")
                     + " ([class imbalance](#class-imbalance-fig-5b))") if parts else todo))
 
-  # 22. cos settled
+
+def _verdict_22(root, ctx, rows) -> None:
+  """Claim 22. cos settled."""
+  _, _, _, _, _, _ = ctx
   parts = []
   for name in ("rfm_cos_map_mnist5k1000", "rfm_cos_map_fm1000"):
     cm = _cos_map(root, name)
@@ -704,6 +724,25 @@ def table_verdicts(root) -> str:
                      "**differs, a property of the method**: the stall of NC1 near 0.3–0.5 "
                      "comes from the ℓ1-Laplace kernel, made worse by the scale of X M^½; not "
                      "from D and not from our code (see [cos features](#cos-features-settled))"))
+
+
+# One function per claim of the summary of verdicts, in the table's order.
+_VERDICTS = (_verdict_1, _verdict_2_3, _verdict_4, _verdict_5, _verdict_6, _verdict_17_18,
+             _verdict_19, _verdict_20, _verdict_21, _verdict_22)
+
+
+@report.table("rfm_verdicts")
+def table_verdicts(root) -> str:
+  """The Deep RFM rows of the summary of verdicts, from the committed summaries."""
+  m_relu = load_group(root, "rfm_mnist5k_relu")
+  m_cos = load_group(root, "rfm_mnist5k_cos")
+  f_relu = load_group(root, "rfm_fm2000_relu")
+  f_cos = load_group(root, "rfm_cos_fm2000_g0p05_D784")
+  rows = ["| # | claim (paper) | data, size | ours | verdict |", "|---|---|---|---|---|"]
+  todo = "not run yet (`bench/rfm_jobs.txt`)"
+  ctx = (m_relu, m_cos, f_relu, f_cos, todo, _all_runs(root))
+  for verdict in _VERDICTS:
+    verdict(root, ctx, rows)
   return "\n".join(rows) + "\n"
 
 

@@ -113,16 +113,10 @@ def laplace_kernel(x: jax.Array, z: jax.Array, *, bandwidth, M: jax.Array | None
 
 
 def gaussian_kernel(x: jax.Array, z: jax.Array, *, bandwidth, M: jax.Array | None = None) -> jax.Array:
-  r"""Gaussian kernel matrix :math:`\exp(-\|x_i - z_j\|_M^2 / (2L^2))`.
+  r"""Gaussian kernel matrix :math:`\exp(-\|x_i - z_j\|_M^2 / (2L^2))`, ``[n, m]``.
 
-  Args:
-    x: ``[n, d]``.
-    z: ``[m, d]``.
-    bandwidth: ``L > 0``.
-    M: optional ``[d, d]`` Mahalanobis matrix.
-
-  Returns:
-    ``[n, m]`` kernel matrix.
+  Arguments as :func:`laplace_kernel`: ``x`` ``[n, d]``, ``z`` ``[m, d]``, the
+  bandwidth ``L > 0`` and an optional ``[d, d]`` Mahalanobis matrix ``M``.
   """
   return gaussian_from_sq(sq_distances(x, z, M), bandwidth)
 
