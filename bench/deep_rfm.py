@@ -103,6 +103,8 @@ def main(argv=None):
   p.add_argument("--figure", default="scaling.png", help="log-log figure of --scaling")
   p.add_argument("--run", action="store_true",
                  help="time a whole Deep RFM run on --dataset (--n, --n-test, --depth)")
+  p.add_argument("--agop-compare", action="store_true",
+                 help="the layer loop with --agop rules and closed_form side by side")
   p.add_argument("--dataset", default="fashion_mnist")
   p.add_argument("--n-test", type=int, default=1000)
   p.add_argument("--depth", type=int, default=6)
@@ -114,6 +116,12 @@ def main(argv=None):
   p.add_argument("--precision", default="float32", choices=("auto", "float32", "float64"),
                  help="--precision of the whole commands")
   args = p.parse_args(argv)
+  if args.agop_compare:
+    out = bench_agop_implementations(args)
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(out, f, indent=2)
+    return out
   if args.run:
     return bench_run(args)
   if args.scaling:
@@ -294,6 +302,39 @@ def bench_run(args):
     with open(args.json, "w") as f:
       json.dump({"n": n, "dataset": args.dataset, "depth": args.depth, "runs": out}, f, indent=2)
   return out
+
+
+def bench_agop_implementations(args):
+  """The layer loop with agop='rules' and agop='closed_form', interleaved: medians and NC1."""
+  from dnc_jax import data as data_lib
+  from dnc_jax.rfm import driver as drfm
+  ds = data_lib.load_dataset(args.dataset, n=args.n, n_test=args.n_test)
+  x, xt = ds.x_train.astype(np.float32), ds.x_test.astype(np.float32)
+  ref = reference_matmul()
+  print(f"AGOP implementations in the layer loop: {args.dataset}, N={x.shape[0]}, depth "
+        f"{args.depth}, D={args.width}, float32; {args.repeats} interleaved rounds after a warm-up")
+  loops = {"rules": [], "closed_form": []}
+  mm, nc1, gflop = [], {}, 0.0
+  for rnd in range(args.repeats + 1):
+    for impl in loops:
+      cfg = drfm.preset_config("reference", depth=args.depth, width=args.width, agop=impl,
+                               gram_layers=())
+      res = drfm.deep_rfm(x, ds.y_train, cfg, key=jax.random.key(0), x_test=xt,
+                          labels_test=ds.y_test, num_classes=ds.num_classes)
+      mm.append(ref())
+      if rnd:   # round 0 compiles
+        loops[impl].append(sum(r["seconds"] for r in res.layers))
+      nc1[impl] = [r["nc1"]["agop"] for r in res.layers]
+      gflop = sum(r["gflop"] for r in res.layers)
+  mm_rate = statistics.median(mm)
+  med = {impl: statistics.median(v) for impl, v in loops.items()}
+  for impl, t in med.items():
+    print(f"{impl:>12}: layer loop {t:.2f} s (median), {gflop / t / mm_rate:.2f} of the matmul "
+          f"rate ({mm_rate:.0f} GFLOP/s; the rules' FLOP count for both)")
+  dev = max(abs(a / b - 1) for a, b in zip(nc1["closed_form"], nc1["rules"]))
+  print(f"closed_form / rules loop time {med['closed_form'] / med['rules']:.3f}; largest relative "
+        f"NC1(agop) difference over the layers {dev:.2e}")
+  return {"loop_seconds": loops, "matmul_gflops": mm, "nc1_agop": nc1, "gflop": gflop}
 
 
 def bench_command(args):

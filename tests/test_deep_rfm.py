@@ -199,3 +199,16 @@ def test_ridgeless_paper_preset_runs():
                     key=jax.random.key(0), x_test=ds.x_test, labels_test=ds.y_test)
   assert all(np.isfinite(r["nc1"]["agop"]) for r in res.layers)
   assert res.layers[0]["train_acc"] == 1.0  # ridgeless interpolation
+
+
+def test_closed_form_agop_layer_matches_the_rules(x64, key):
+  """agop='closed_form' (the solve's distances reused) gives the rules' run in float64."""
+  ds = data.load_dataset("synthetic", n=90, n_test=20, seed=4, dim=10, cache=False)
+  x = np.asarray(ds.x_train, np.float64)
+  runs = {impl: dj.deep_rfm(x, ds.y_train, dj.preset_config("reference", depth=3, width=24,
+                                                             agop=impl), key=key)
+          for impl in ("rules", "closed_form")}
+  for rec_a, rec_b in zip(runs["rules"].layers, runs["closed_form"].layers):
+    chex.assert_trees_all_close(rec_b["metrics"], rec_a["metrics"], rtol=1e-8)
+  with pytest.raises(dj.ConfigError, match="unknown AGOP implementation"):
+    dj.preset_config("reference", agop="jacfwd")

@@ -99,6 +99,10 @@ def _method_flags(p: argparse.ArgumentParser) -> None:
   r.add_argument("--agop-batch-size", type=int, default=None,
                  help="rows per AGOP block (default: planned from --memory-gb; at most 256 on a "
                       "CPU, 4096 on an accelerator)")
+  r.add_argument("--agop", default=None, choices=("rules", "closed_form"),
+                 help="AGOP of a layer: vmap(jacrev) through the predictor's derivative rules, "
+                      "or the closed-form Jacobian reusing the solve's N x N distances "
+                      "(one device, Cholesky) [rules]")
   r.add_argument("--keep-m", action="store_true", help="also save every layer's M to ms.npz")
 
 
@@ -220,6 +224,7 @@ def _rfm_config(opts: dict):
       width=opts.get("width"), weight_init=opts.get("weight_init"), sigma=opts.get("sigma"),
       global_mean=opts.get("global_mean"), agop_batch_size=opts.get("agop_batch_size"),
       memory_gb=opts.get("memory_gb"), matmul_precision=opts.get("matmul_precision", "highest"),
+      agop=opts.get("agop"),
       keep_m=opts.get("keep_m") or None, solver=solver)
 
 

@@ -26,6 +26,7 @@ PRESETS = ("reference", "paper")
 REPRESENTATIONS = ("input", "agop", "features")
 SOLVERS = ("cholesky", "cg", "auto")
 PRECONDITIONERS = ("nystrom", "none")
+AGOP_IMPLEMENTATIONS = ("rules", "closed_form")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,10 @@ class DeepRFMConfig:
     memory_gb: memory budget of a layer in GiB (``None``: 80% of what the device
       has free); sets the AGOP block size, and a problem whose ``[N, N]`` part
       does not fit is refused before any work.
+    agop: how a layer computes its AGOP: ``"rules"`` (``vmap(jacrev)`` of the
+      kernel predictor through its derivative rules; the default) or
+      ``"closed_form"`` (the analytic Jacobian as matmuls, reusing the ``[N, N]``
+      distances of the kernel solve; :mod:`dnc_jax.rfm.predictor`).
     matmul_precision: ``"highest"`` (default), ``"tf32"`` or ``"bf16"`` for the
       large matmuls (:mod:`dnc_jax.rfm.precision`). TF32 stays within the seed
       spread of the NC curves; bf16 does not past layer ~13 (measurement only).
@@ -102,6 +107,7 @@ class DeepRFMConfig:
   global_mean: str = "sample"
   agop_batch_size: int | None = None
   memory_gb: float | None = None
+  agop: str = "rules"
   matmul_precision: str = "highest"
   keep_m: bool = False
   gram_layers: tuple[int, ...] = (1, 3, 7, 13, 19)
@@ -131,6 +137,9 @@ class DeepRFMConfig:
                         f"{', '.join(metrics_lib.GLOBAL_MEANS)}")
     if self.agop_batch_size is not None and self.agop_batch_size < 1:
       raise ConfigError(f"agop_batch_size must be ≥ 1, got {self.agop_batch_size}")
+    if self.agop not in AGOP_IMPLEMENTATIONS:
+      raise ConfigError(f"unknown AGOP implementation {self.agop!r}; choose one of "
+                        f"{', '.join(AGOP_IMPLEMENTATIONS)}")
     precision_lib.check(self.matmul_precision)
     if self.memory_gb is not None and not self.memory_gb > 0:
       raise ConfigError(f"memory_gb must be > 0, got {self.memory_gb} (GiB per layer)")

@@ -34,6 +34,7 @@ from dnc_jax.rfm import features as features_lib
 from dnc_jax.rfm import kernels as kernels_lib
 from dnc_jax.rfm import krr as krr_lib
 from dnc_jax.rfm import precision as precision_lib
+from dnc_jax.rfm import predictor as predictor_lib
 from dnc_jax.rfm.agop import agop_sum, kernel_predictor
 from dnc_jax.rfm.config import DeepRFMConfig
 
@@ -124,8 +125,13 @@ def normalise_rows(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(norm, jnp.finfo(x.dtype).tiny)
 
 
-def _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel, matmul_precision="highest"):
-  """One kernel matrix and one factorisation; distances in the centred frame."""
+def _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel, matmul_precision="highest", *,
+                 return_sq=False):
+  """One kernel matrix and one factorisation; distances in the centred frame.
+
+  With ``return_sq`` also the ``[N, N]`` squared distances (zero diagonal), for an
+  AGOP that reuses them.
+  """
   kfn = kernels_lib.kernel_from_sq(kernel)
   sq = kernels_lib.frame_sq_distances(frame, x, frame.labels, matmul_precision=matmul_precision)
   # The Cholesky reads the lower triangle only, so no symmetrised copy is made.
@@ -134,6 +140,8 @@ def _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel, matmul_precision="hi
   sq_t = kernels_lib.frame_sq_distances(frame, xt, kernels_lib.nearest_centre(frame, xt),
                                         matmul_precision=matmul_precision)
   test_pred = jnp.matmul(kfn(sq_t, bandwidth), alpha, precision=HIGHEST)
+  if return_sq:
+    return alpha, ok, train_pred, test_pred, sq
   return alpha, ok, train_pred, test_pred
 
 
@@ -168,10 +176,18 @@ def _rfm_layer(x, x_test, y, labels, key, bandwidth, ridge, sigma, *, config: De
   xt = normalise_rows(x_test)
   frame = kernels_lib.centred_frame(x, labels, num_classes)
   mp, kernel = config.matmul_precision, config.kernel
-  alpha, ok, train_pred, test_pred = _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel, mp)
-  f = kernel_predictor(x, alpha, kernel=kernel, bandwidth=bandwidth, exclude_self=True,
-                       frame=frame, matmul_precision=mp)
-  m = agop_sum(f, x, batch_size=batch_size, matmul_precision=mp) / x.shape[0]
+  if config.agop == "closed_form":
+    # The solve's [N, N] distances serve the Jacobians too: no second distance pass.
+    alpha, ok, train_pred, test_pred, sq = _fit_predict(x, y, xt, frame, bandwidth, ridge,
+                                                        kernel, mp, return_sq=True)
+    m = predictor_lib.closed_form_agop_sum(
+        x, alpha, kernel=kernel, bandwidth=bandwidth, batch_size=batch_size, frame=frame,
+        sq_distances=sq, matmul_precision=mp) / x.shape[0]
+  else:
+    alpha, ok, train_pred, test_pred = _fit_predict(x, y, xt, frame, bandwidth, ridge, kernel, mp)
+    f = kernel_predictor(x, alpha, kernel=kernel, bandwidth=bandwidth, exclude_self=True,
+                         frame=frame, matmul_precision=mp)
+    m = agop_sum(f, x, batch_size=batch_size, matmul_precision=mp) / x.shape[0]
   m = m / jnp.max(m)
   root = metrics_lib.psd_sqrt(m)
   xa = precision_lib.matmul(x, root, mp)

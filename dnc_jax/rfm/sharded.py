@@ -331,6 +331,9 @@ class MeshPlacement:
       raise ConfigError(f"matmul_precision={config.matmul_precision!r} is available on the "
                         "single-device Cholesky path only; use matmul_precision='highest' "
                         "or one device with the Cholesky solver")
+    if config.agop != "rules":
+      raise ConfigError(f"agop={config.agop!r} is available on one device with the Cholesky "
+                        "solver only; use agop='rules' on a mesh")
     if tuple(mesh.axis_names) != (AXIS,):
       raise ConfigError(f"the mesh must be 1-D with axis {AXIS!r}, got axes {mesh.axis_names}; "
                         "build it with dnc_jax.rfm.sharded.make_mesh")
