@@ -118,3 +118,18 @@ def test_agop_gram_picture_is_x_times_sqrt_m(key):
   xs = xa[pick] / np.linalg.norm(xa[pick], axis=1, keepdims=True)
   np.testing.assert_allclose(np.asarray(g), xs @ xs.T, atol=2e-4)
   np.testing.assert_array_equal(gl, labels[pick])
+
+
+def test_export_command_writes_a_compact_summary(tmp_path):
+  """`python -m dnc_jax.report.rfm export RUN DEST`, the command bench/rfm_queue.sh runs."""
+  import json
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  src = repo / "docs" / "runs" / "rfm_digits_s0"
+  proc = subprocess.run([sys.executable, "-m", "dnc_jax.report.rfm", "export", str(src),
+                         str(tmp_path / "out")], cwd=repo, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  got = json.loads((tmp_path / "out" / "metrics.json").read_text())
+  want = json.loads((src / "metrics.json").read_text())
+  assert [r["nc1"] for r in got["layers"]] == [r["nc1"] for r in want["layers"]]

@@ -20,6 +20,9 @@ import json
 import pathlib
 import sys
 
+# The registry; tables.py imports this module only when the tables are asked for.
+from dnc_jax.report import tables as report
+
 REPS = ("input", "agop", "features")
 # Per-layer keys kept from metrics.json; "metrics" keeps these of each representation.
 _LAYER_KEYS = ("layer", "nc1", "nc2", "train_acc", "test_acc", "seconds", "dim_in", "dim_out")
@@ -116,17 +119,12 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main())
-
-
 # ----------------------------------------------------------------------------- tables
 #
 # Every table reads the summaries under the runs root (normally docs/runs). Run
 # folders are named ``rfm_<group>_s<seed>``; a group's seeds are averaged (mean ± sd,
 # ddof = 1). A group with no summary yet gives a line saying so.
 
-from dnc_jax.report import tables as report  # noqa: E402  (the registry; report.py imports this module lazily)
 
 SPEC_LAYER1 = {"nc1_input": 1.7629, "nc1_agop": 0.5219, "nc2_input": 4.3178, "nc2_agop": 3.3305}
 SPEC_LAYER10_AUTHORS = 0.00062      # NC1 of Φ at layer 10, authors' convention (NC1 / K)
@@ -800,3 +798,7 @@ def table_pending(root) -> str:
     return f"Every one of the {len(names)} Deep RFM jobs of `bench/rfm_jobs.txt` has its summary.\n"
   return (f"{len(pending)} of the {len(names)} Deep RFM jobs of `bench/rfm_jobs.txt` have no "
           "committed summary yet: " + ", ".join(f"`{n}`" for n in pending) + ".\n")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
