@@ -20,8 +20,9 @@ import json
 import pathlib
 
 from dnc_jax.report import tables as report
+from dnc_jax.rfm.config import REPRESENTATIONS
 
-REPS = ("input", "agop", "features")
+REPS = REPRESENTATIONS
 FLOOR = 0.01
 SUMMARY = "bench_precision_default.json"
 _RUNS = (("float64", 0), ("float32", 0), ("float64", 1), ("float64", 2))

@@ -22,8 +22,9 @@ import sys
 
 # The registry; tables.py imports this module only when the tables are asked for.
 from dnc_jax.report import tables as report
+from dnc_jax.rfm.config import REPRESENTATIONS
 
-REPS = ("input", "agop", "features")
+REPS = REPRESENTATIONS
 # Per-layer keys kept from metrics.json; "metrics" keeps these of each representation.
 _LAYER_KEYS = ("layer", "nc1", "nc2", "train_acc", "test_acc", "seconds", "dim_in", "dim_out")
 _METRIC_KEYS = ("tr_w", "tr_b", "nc1_papyan", "cdnv")

@@ -24,6 +24,8 @@ from dnc_jax.rfm import precision as precision_lib
 
 PRESETS = ("reference", "paper")
 REPRESENTATIONS = ("input", "agop", "features")
+# Layers whose Gram picture a run records by default (the paper's Fig. 1 panels).
+GRAM_LAYERS = (1, 3, 7, 13, 19)
 SOLVERS = ("cholesky", "cg", "auto")
 PRECONDITIONERS = ("nystrom", "none")
 AGOP_IMPLEMENTATIONS = ("rules", "closed_form")
@@ -110,7 +112,7 @@ class DeepRFMConfig:
   agop: str = "rules"
   matmul_precision: str = "highest"
   keep_m: bool = False
-  gram_layers: tuple[int, ...] = (1, 3, 7, 13, 19)
+  gram_layers: tuple[int, ...] = GRAM_LAYERS
   gram_per_class: int = 30
   preset: str = "reference"
   solver: SolverConfig = SolverConfig()

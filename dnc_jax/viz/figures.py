@@ -37,13 +37,13 @@ import numpy as np
 
 from dnc_jax.errors import ConfigError
 from dnc_jax.io.atomic import atomic_write_bytes
+from dnc_jax.rfm.config import GRAM_LAYERS, REPRESENTATIONS
 
 
 class RunFileError(ConfigError):
   """A file of a run directory exists but cannot be read (damaged or truncated)."""
 
-REPS = ("input", "agop", "features")
-GRAM_LAYERS = (1, 3, 7, 13, 19)
+REPS = REPRESENTATIONS
 BAND_FLOOR = 0.01
 # Options that may differ between the seeds of one group.
 _PER_SEED = {"seed", "out", "overwrite", "progress", "resume", "no_progress", "epochs",
