@@ -113,8 +113,10 @@ def main(argv=None):
   p.add_argument("--command-runs", type=int, default=1,
                  help="with --run: whole bin/deep_rfm commands to time after it (0: none); "
                       "the first may fill the persistent compilation cache")
-  p.add_argument("--precision", default="float32", choices=("auto", "float32", "float64"),
-                 help="--precision of the whole commands")
+  p.add_argument("--precision", default="float32",
+                 help="--precision of the whole commands: auto, float32, float64, or several "
+                      "separated by commas (e.g. auto,float32,float64: wall times side by side "
+                      "and each one's NC1/NC2 against the last one's at every layer)")
   args = p.parse_args(argv)
   if args.agop_compare:
     out = bench_agop_implementations(args)
@@ -338,38 +340,60 @@ def bench_agop_implementations(args):
 
 
 def bench_command(args):
-  """Whole ``bin/deep_rfm`` commands in fresh processes: wall time by phase (their ``timing``)."""
+  """Whole ``bin/deep_rfm`` commands in fresh processes: wall time by phase (their ``timing``).
+
+  With several ``--precision`` values the commands alternate between them, and each
+  precision's NC1/NC2 (three representations, every layer) is compared with the
+  last precision's (float64 in ``auto,float32,float64``).
+  """
   import subprocess
   import tempfile
   from dnc_jax.rfm.timing import PHASES, format_timing
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  timings = []
+  precisions = args.precision.split(",")
+  timings = {p_: [] for p_ in precisions}
+  layers = {}
   with tempfile.TemporaryDirectory(prefix="bench_deep_rfm_") as tmp:
     for i in range(args.command_runs):
-      out = os.path.join(tmp, f"run{i}")
-      cmd = [sys.executable, os.path.join(repo, "bin", "deep_rfm"), "--dataset", args.dataset,
-             "--n", str(args.n), "--n-test", str(args.n_test), "--depth", str(args.depth),
-             "--width", str(args.width), "--precision", args.precision, "--out", out,
-             "--no-progress"]
-      if args.matmul_precision != "highest":
-        cmd += ["--matmul-precision", args.matmul_precision]
-      t0 = time.perf_counter()
-      proc = subprocess.run(cmd, capture_output=True, text=True)
-      wall = time.perf_counter() - t0
-      if proc.returncode != 0:
-        raise SystemExit(f"bench: bin/deep_rfm failed ({proc.returncode}): {proc.stderr.strip()}")
-      with open(os.path.join(out, "metrics.json")) as f:
-        t = json.load(f)["timing"]
-      t["wall_seconds_outside"] = wall   # as the caller sees it, process exit included
-      timings.append(t)
-      print(f"{'command ' + str(i + 1):>18}: {format_timing(t)}; outside the loop "
-            f"{t['total'] - t['layers']:.1f} s ({wall:.1f} s seen from outside)")
-  if len(timings) > 1:
-    med = {p: statistics.median(t[p] for t in timings) for p in PHASES + ("total",)}
-    share = statistics.median(t["loop_share"] for t in timings)
-    print(f"{'median':>18}: whole command {med['total']:.1f} s, layer loop {med['layers']:.1f} s "
-          f"({100 * share:.0f}% of the wall time), outside it " + ", ".join(
-              f"{p} {med[p]:.1f}" for p in PHASES if p != "layers"))
+      for prec in precisions:
+        out = os.path.join(tmp, f"run{i}_{prec}")
+        cmd = [sys.executable, os.path.join(repo, "bin", "deep_rfm"), "--dataset", args.dataset,
+               "--n", str(args.n), "--n-test", str(args.n_test), "--depth", str(args.depth),
+               "--width", str(args.width), "--precision", prec, "--out", out, "--no-progress"]
+        if args.matmul_precision != "highest":
+          cmd += ["--matmul-precision", args.matmul_precision]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+          raise SystemExit(f"bench: bin/deep_rfm failed ({proc.returncode}): {proc.stderr.strip()}")
+        with open(os.path.join(out, "metrics.json")) as f:
+          metrics = json.load(f)
+        t = metrics["timing"]
+        t["wall_seconds_outside"] = wall   # as the caller sees it, process exit included
+        t["dtype"] = metrics["config"]["dtype"]
+        timings[prec].append(t)
+        layers[prec] = metrics["layers"]
+        print(f"{prec + ' ' + str(i + 1):>18}: {format_timing(t)} ({t['dtype']}); outside the "
+              f"loop {t['total'] - t['layers']:.1f} s ({wall:.1f} s seen from outside)")
+  for prec, ts in timings.items():
+    med = {p_: statistics.median(t[p_] for t in ts) for p_ in PHASES + ("total",)}
+    share = statistics.median(t["loop_share"] for t in ts)
+    print(f"{'median ' + prec:>18}: whole command {med['total']:.1f} s, layer loop "
+          f"{med['layers']:.1f} s ({100 * share:.0f}% of the wall time), outside it " + ", ".join(
+              f"{p_} {med[p_]:.1f}" for p_ in PHASES if p_ != "layers"))
+  if len(precisions) > 1:
+    ref = precisions[-1]
+    tref = statistics.median(t["total"] for t in timings[ref])
+    for prec in precisions[:-1]:
+      worst = max(abs(a[m][r] / b[m][r] - 1) for a, b in zip(layers[prec], layers[ref])
+                  for m in ("nc1", "nc2") for r in ("input", "agop", "features"))
+      per_layer = [max(abs(a[m][r] / b[m][r] - 1) for m in ("nc1", "nc2")
+                       for r in ("input", "agop", "features"))
+                   for a, b in zip(layers[prec], layers[ref])]
+      t = statistics.median(x["total"] for x in timings[prec])
+      print(f"{prec} against {ref}: whole command {t / tref:.2f}x; largest relative NC1/NC2 "
+            f"difference {worst:.2e}; per layer " + ", ".join(f"{v:.1e}" for v in per_layer))
   return timings
 
 
