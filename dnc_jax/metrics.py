@@ -286,9 +286,86 @@ def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
   return _cosine(a, b)
 
 
-@jax.jit
-def psd_sqrt(m: jax.Array) -> jax.Array:
-  """Square root of a symmetric PSD matrix via ``eigh``; negative eigenvalues → 0."""
+PSD_SQRT_METHODS = ("eigh", "newton_schulz")
+
+
+def _newton_schulz_sqrt(m: jax.Array, iters: int) -> jax.Array:
+  """Coupled Newton–Schulz square root of a symmetric ``m`` ``[d, d]`` (see :func:`psd_sqrt`)."""
+  mm = functools.partial(jnp.matmul, precision=HIGHEST)
+  fro = jnp.linalg.norm(m)
+  fro = jnp.where(fro > 0, fro, 1.0)
+  a = m / fro                          # entries in [-1, 1]: a @ a cannot overflow
+  a2 = mm(a, a)
+  c = jnp.sqrt(jnp.linalg.norm(a2))    # (Σ μ⁴)^{1/4} ≥ μ_max, from the product step 1 needs
+  c = jnp.where(c > 0, c, 1.0)
+  a, a2 = a / c, a2 / (c * c)
+  eye = jnp.eye(m.shape[0], dtype=m.dtype)
+  y, z = 1.5 * a - 0.5 * a2, 1.5 * eye - 0.5 * a   # step 1, where Z_0 = I
+  if iters > 1:
+    def step(_, yz):
+      y, z = yz
+      t = 1.5 * eye - 0.5 * mm(z, y)
+      return mm(y, t), mm(t, z)
+
+    y, z = jax.lax.fori_loop(0, iters - 2, step, (y, z))
+    y = mm(y, 1.5 * eye - 0.5 * mm(z, y))           # last step: Z is no longer needed
+  return 0.5 * (y + y.T) * jnp.sqrt(fro * c)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "iters"))
+def psd_sqrt(m: jax.Array, *, method: str = "eigh", iters: int = 24) -> jax.Array:
+  r"""Square root of a symmetric PSD matrix ``m`` ``[d, d]`` (symmetrised first).
+
+  * ``"eigh"``: :math:`m = Q\,\mathrm{diag}(\lambda)\,Q^\top`, root
+    :math:`Q\,\mathrm{diag}(\sqrt{\max(\lambda, 0)})\,Q^\top` (negative
+    eigenvalues, from round-off, are clipped to 0).
+  * ``"newton_schulz"``: matmuls only (``precision=HIGHEST``). With
+    :math:`A = m/c`, :math:`Y_0 = A`, :math:`Z_0 = I`,
+
+    .. math::
+       T_k = \tfrac12(3I - Z_kY_k),\quad Y_{k+1} = Y_kT_k,\quad Z_{k+1} = T_kZ_k,
+
+    :math:`Y_k \to A^{1/2}`, :math:`Z_k \to A^{-1/2}`; the root is
+    :math:`\sqrt{c}\,Y_{\rm iters}`, symmetrised. The scale
+    :math:`c = \|m^2\|_F^{1/2} = (\sum\lambda^4)^{1/4} \in [\lambda_{\max},
+    d^{1/4}\lambda_{\max}]` puts the spectrum in :math:`[0, 1]` and is tighter than
+    :math:`\|m\|_F`; :math:`m^2` is what step 1 needs anyway. Cost:
+    ``3 iters - 3`` matmuls of :math:`2d^3` flops (step 1 needs only :math:`m^2`,
+    the last step no :math:`Z`).
+
+  Convergence: the iterates are polynomials in :math:`A`, so each eigenvalue
+  :math:`\mu = \lambda/c` follows the scalar map :math:`x_{k+1} = \tfrac14 x_k(3-x_k)^2`,
+  :math:`x_0 = \mu`, and the root's eigenvalue is :math:`\sqrt{\lambda x_k}`.
+  Near 1 it converges quadratically; for :math:`\mu \ll 1`, :math:`x` grows only by
+  :math:`9/4` a step. After ``k`` steps the relative error :math:`1 - \sqrt{x_k}` is
+  ≤ 1e-2 for :math:`\mu \ge 4.4\,(4/9)^k` and ≤ 1e-6 for :math:`\mu \ge 17\,(4/9)^k`
+  (``k = 24``: :math:`\mu \ge 1.6\cdot10^{-8}` and :math:`6\cdot10^{-8}`); an
+  eigenvalue :math:`\mu \ll (4/9)^k` comes out as about :math:`\sqrt{c}\,\mu\,(3/2)^k`
+  instead of :math:`\sqrt{c\mu}`. Round-off: :math:`\|Z_k\|` grows to
+  :math:`\mu_{\min}^{-1/2}`, so the float32 error grows with the condition number
+  (a spectrum of 10 eigenvalues in [0.1, 1] and the rest 1e-6: about 3e-4 relative in
+  the root, as eigh's float32 error, but ‖R² − m‖/‖m‖ about 5e-4 against eigh's 1e-6).
+  Negative eigenvalues are not clipped: :math:`-\nu` (after scaling) is harmless while
+  :math:`\nu(9/4)^k \ll 1` and diverges beyond.
+
+  Args:
+    m: ``[d, d]`` symmetric PSD.
+    method: ``"eigh"`` or ``"newton_schulz"``.
+    iters: Newton–Schulz steps (static; ignored by ``"eigh"``).
+
+  Returns:
+    ``[d, d]`` symmetric PSD root.
+
+  References:
+    Higham, Functions of Matrices: Theory and Computation, SIAM 2008, §6.7.
+  """
   m = 0.5 * (m + m.T)
-  evals, evecs = jnp.linalg.eigh(m)
-  return jnp.matmul(evecs * jnp.sqrt(jnp.maximum(evals, 0.0)), evecs.T, precision=HIGHEST)
+  if method == "eigh":
+    evals, evecs = jnp.linalg.eigh(m)
+    return jnp.matmul(evecs * jnp.sqrt(jnp.maximum(evals, 0.0)), evecs.T, precision=HIGHEST)
+  if method != "newton_schulz":
+    raise ConfigError(f"unknown psd_sqrt method {method!r}; choose one of "
+                      f"{', '.join(PSD_SQRT_METHODS)}")
+  if int(iters) < 1:
+    raise ConfigError(f"psd_sqrt needs iters ≥ 1 Newton–Schulz steps, got {iters}")
+  return _newton_schulz_sqrt(m, int(iters))
