@@ -215,7 +215,7 @@ def _check_range(config: DeepRFMConfig, dtype) -> None:
   info = np.finfo(dtype)
   for name in ("bandwidth", "ridge", "sigma"):
     value = float(getattr(config, name))
-    if value > info.max:
+    if value > float(info.max):
       raise ConfigError(f"{name} {value:g} overflows {info.dtype.name} (largest {info.max:.3g}); "
                         f"use a smaller {name} or float64 (jax x64; bin/deep_rfm --precision "
                         "float64)")
