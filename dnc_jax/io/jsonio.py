@@ -34,9 +34,10 @@ def clean(obj: Any, *, inf_as_string: bool = False) -> Any:
   return obj
 
 
-def write_json(path, obj: Any) -> None:
-  """``obj`` cleaned and indented, written atomically."""
-  atomic_write_bytes(path, (json.dumps(clean(obj), indent=2) + "\n").encode())
+def write_json(path, obj: Any, *, inf_as_string: bool = False) -> None:
+  """``obj`` cleaned (:func:`clean`) and indented, written atomically."""
+  text = json.dumps(clean(obj, inf_as_string=inf_as_string), indent=2) + "\n"
+  atomic_write_bytes(path, text.encode())
 
 
 def write_jsonl(path, rows: Iterable[dict], *, inf_as_string: bool = False) -> None:

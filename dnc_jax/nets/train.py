@@ -546,11 +546,6 @@ def _divergence(cfg: TrainConfig, prev: TrainState, e: int, running: float, *, o
 # ------------------------------------------------------------------ the run
 
 
-def _write_json(path, obj) -> None:
-  atomic.atomic_write_text(path, json.dumps(jsonio.clean(obj, inf_as_string=True), indent=2)
-                           + "\n")
-
-
 def _check_resume_dir(out, cfg: TrainConfig, *, resume: bool) -> None:
   """A resumed run needs its directory and config; a new one an unused directory."""
   if resume:
@@ -569,7 +564,7 @@ def _start(setup: RunSetup, state: TrainState, *, out, manager, info: dict) -> l
   """A new run: ``config.json``, the epoch-0 record and checkpoint; returns the history."""
   if out is not None:
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "config.json", config_record(setup.cfg, info))
+    jsonio.write_json(out / "config.json", config_record(setup.cfg, info), inf_as_string=True)
   history = [{"epoch": 0, "step": 0, **_evaluate(setup, state), "seconds": 0.0,
               "layers": _measure(setup, state), "conventions": "paper; see config.json"}]
   if out is not None:
@@ -646,9 +641,9 @@ def _run_epochs(setup: RunSetup, state: TrainState, history: list, *, out,
 
 def _write_metrics(out: pathlib.Path, history: list[dict], cfg: TrainConfig) -> None:
   """``metrics.json`` (:func:`summarise`) and ``metrics.csv`` (:func:`metrics_csv`)."""
-  _write_json(out / "metrics.json", {"summary": summarise(history),
-                                     "conventions": probes_lib.CONVENTIONS,
-                                     "global_mean": cfg.global_mean})
+  summary = {"summary": summarise(history), "conventions": probes_lib.CONVENTIONS,
+             "global_mean": cfg.global_mean}
+  jsonio.write_json(out / "metrics.json", summary, inf_as_string=True)
   atomic.atomic_write_text(out / "metrics.csv", metrics_csv(history))
 
 
