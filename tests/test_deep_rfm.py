@@ -1,4 +1,5 @@
 """Deep RFM: the authors' layer-1 reference numbers, collapse, tracing, bad input."""
+import dataclasses
 import functools
 
 import chex
@@ -74,12 +75,15 @@ def test_layer_traces_once_per_width(monkeypatch):
   """One trace for the input width and one for the feature width, not one per layer."""
   from dnc_jax.rfm import layer
   counted = jax.jit(chex.assert_max_traces(layer._rfm_layer.__wrapped__, n=2),
-                    static_argnames=("config", "batch_size"))
+                    static_argnames=("options", "batch_size"))
   monkeypatch.setattr(layer, "_rfm_layer", counted)
   ds = data.load_dataset("synthetic", n=120, n_test=30, seed=1, cache=False)
   cfg = dj.preset_config("reference", depth=5, width=48)
   res = dj.deep_rfm(ds.x_train, ds.y_train, cfg, key=jax.random.key(0))
   assert len(res.layers) == 5
+  # Another depth, bandwidth, ridge or Gram choice changes no traced program: no new trace.
+  for other in (dict(depth=3), dict(bandwidth=1.5, ridge=1e-2), dict(gram_layers=(2,))):
+    dj.deep_rfm(ds.x_train, ds.y_train, dataclasses.replace(cfg, **other), key=jax.random.key(1))
 
 
 def test_jit_and_no_jit_agree(x64):

@@ -15,22 +15,38 @@ from dnc_jax.rfm import driver as drfm
 from dnc_jax.rfm import layer
 
 
-def _compiled_layer_bytes(n, nt, d, width, k, bs):
+def _compiled_layer_bytes(n, nt, d, width, k, bs, agop):
   s = jax.ShapeDtypeStruct
-  cfg = drfm.preset_config("reference", width=width)
+  opts = drfm.preset_config("reference", width=width, agop=agop).layer_options()
   c = layer._rfm_layer.lower(
       s((n, d), jnp.float32), s((nt, d), jnp.float32), s((n, k), jnp.float32),
-      s((n,), jnp.int32), jax.random.key(0), 2.0, 1e-3, 0.05, config=cfg,
+      s((n,), jnp.int32), jax.random.key(0), 2.0, 1e-3, 0.05, options=opts,
       batch_size=bs).compile()
   ma = c.memory_analysis()
   return ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes
 
 
-@pytest.mark.parametrize("n,nt,d,width,bs", [(1200, 100, 64, 128, 256), (2000, 50, 32, 64, 16)])
-def test_estimate_bounds_the_compiled_layer(n, nt, d, width, bs):
-  actual = _compiled_layer_bytes(n, nt, d, width, 10, bs)
-  est = memory.plan_layer(n, nt, d, width, 10, budget=2**40, batch_size=bs).estimate_bytes
+@pytest.mark.parametrize("agop", ["rules", "closed_form"])
+@pytest.mark.parametrize("n,nt,d,width,bs", [(1200, 100, 64, 128, 256), (2000, 50, 32, 64, 16),
+                                             (1500, 300, 512, 512, 250)])
+def test_estimate_bounds_the_compiled_layer(n, nt, d, width, bs, agop):
+  actual = _compiled_layer_bytes(n, nt, d, width, 10, bs, agop)
+  est = memory.plan_layer(n, nt, d, width, 10, budget=2**40, batch_size=bs,
+                          agop=agop).estimate_bytes
   assert actual <= est <= 1.8 * actual, (actual, est)
+
+
+def test_auto_agop_takes_the_closed_form_when_it_fits():
+  n, nt, d, w, k = 3000, 500, 256, 256, 10
+  rules = memory.plan_layer(n, nt, d, w, k, budget=2**40, agop="rules")
+  closed = memory.plan_layer(n, nt, d, w, k, budget=2**40, agop="closed_form")
+  # The closed form keeps the [N, N] distances: about N² floats more.
+  assert closed.estimate_bytes - rules.estimate_bytes >= n * n * 4
+  assert memory.plan_layer(n, nt, d, w, k, budget=2**40, agop="auto").agop == "closed_form"
+  tight = (rules.estimate_bytes + closed.fixed_bytes + closed.solve_bytes) // 2
+  assert memory.plan_layer(n, nt, d, w, k, budget=tight, agop="auto").agop == "rules"
+  with pytest.raises(ConfigError, match="agop='rules'"):
+    memory.plan_layer(n, nt, d, w, k, budget=tight, agop="closed_form")
 
 
 def test_solve_holds_no_avoidable_n_by_n_copy():

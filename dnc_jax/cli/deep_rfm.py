@@ -99,10 +99,11 @@ def _method_flags(p: argparse.ArgumentParser) -> None:
   r.add_argument("--agop-batch-size", type=int, default=None,
                  help="rows per AGOP block (default: planned from --memory-gb; at most 256 on a "
                       "CPU, 4096 on an accelerator)")
-  r.add_argument("--agop", default=None, choices=("rules", "closed_form"),
-                 help="AGOP of a layer: vmap(jacrev) through the predictor's derivative rules, "
-                      "or the closed-form Jacobian reusing the solve's N x N distances "
-                      "(one device, Cholesky) [rules]")
+  r.add_argument("--agop", default=None, choices=("auto", "closed_form", "rules"),
+                 help="AGOP of a layer: the closed-form Jacobian reusing the solve's N x N "
+                      "distances (one device, Cholesky), vmap(jacrev) through the predictor's "
+                      "derivative rules, or auto: the closed form on one device when its extra "
+                      "N x N floats fit --memory-gb, else the rules [auto]")
   r.add_argument("--keep-m", action="store_true", help="also save every layer's M to ms.npz")
 
 

@@ -8,7 +8,10 @@ Presets (:func:`preset_config`):
 * ``paper`` — the method as the paper states it: ridgeless, ReLU weights
   ``N(0, 2/D)``, width 1024 (ReLU) or 4096 (cos).
 
-A config is frozen and hashable: it is the static argument of the jitted layers.
+A config is frozen and hashable. Its :class:`LayerOptions` (the options that fix
+the traced program of a layer) are the static argument of the jitted layers, so
+runs that differ only in depth, bandwidth, ridge, sigma, Gram layers, memory or
+preset name reuse one compiled layer per shape.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ REPRESENTATIONS = ("input", "agop", "features")
 GRAM_LAYERS = (1, 3, 7, 13, 19)
 SOLVERS = ("cholesky", "cg", "auto")
 PRECONDITIONERS = ("nystrom", "none")
-AGOP_IMPLEMENTATIONS = ("rules", "closed_form")
+AGOP_IMPLEMENTATIONS = ("auto", "closed_form", "rules")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,24 @@ class SolverConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LayerOptions:
+  """The options that fix a layer's traced program: the jitted layers' static argument.
+
+  Bandwidth, ridge and the cos scale enter a layer as traced scalars, and depth,
+  memory, Gram pictures and the preset's name live outside it, so they are not
+  here: changing them reuses the compiled layer. Fields as in :class:`DeepRFMConfig`;
+  ``agop`` is resolved (``"closed_form"`` or ``"rules"``, never ``"auto"``).
+  """
+  kernel: str = "laplace"
+  features: str = "relu"
+  width: int | None = 1024
+  weight_init: str = "uniform"
+  global_mean: str = "sample"
+  agop: str = "closed_form"
+  matmul_precision: str = "highest"
+
+
+@dataclasses.dataclass(frozen=True)
 class DeepRFMConfig:
   """Options of a Deep RFM run (see :func:`preset_config` for the presets).
 
@@ -85,10 +106,12 @@ class DeepRFMConfig:
     memory_gb: memory budget of a layer in GiB (``None``: 80% of what the device
       has free); sets the AGOP block size, and a problem whose ``[N, N]`` part
       does not fit is refused before any work.
-    agop: how a layer computes its AGOP: ``"rules"`` (``vmap(jacrev)`` of the
-      kernel predictor through its derivative rules; the default) or
-      ``"closed_form"`` (the analytic Jacobian as matmuls, reusing the ``[N, N]``
-      distances of the kernel solve; :mod:`dnc_jax.rfm.predictor`).
+    agop: how a layer computes its AGOP: ``"closed_form"`` (the analytic Jacobian
+      as matmuls, reusing the ``[N, N]`` distances of the kernel solve),
+      ``"rules"`` (``vmap(jacrev)`` of the kernel predictor through its
+      derivative rules; :mod:`dnc_jax.rfm.predictor`) or ``"auto"`` (the
+      default: the closed form on one device, the rules on a device mesh, which
+      has no closed form).
     matmul_precision: ``"highest"`` (default), ``"tf32"`` or ``"bf16"`` for the
       large matmuls (:mod:`dnc_jax.rfm.precision`). TF32 stays within the seed
       spread of the NC curves; bf16 does not past layer ~13 (measurement only).
@@ -109,7 +132,7 @@ class DeepRFMConfig:
   global_mean: str = "sample"
   agop_batch_size: int | None = None
   memory_gb: float | None = None
-  agop: str = "rules"
+  agop: str = "auto"
   matmul_precision: str = "highest"
   keep_m: bool = False
   gram_layers: tuple[int, ...] = GRAM_LAYERS
@@ -152,6 +175,13 @@ class DeepRFMConfig:
     self.solver.validate()
     return self
 
+  def layer_options(self, *, mesh: bool = False) -> LayerOptions:
+    """The :class:`LayerOptions` of a layer on one device (``mesh=False``) or a mesh."""
+    agop = self.agop if self.agop != "auto" else ("rules" if mesh else "closed_form")
+    return LayerOptions(kernel=self.kernel, features=self.features, width=self.width,
+                        weight_init=self.weight_init, global_mean=self.global_mean, agop=agop,
+                        matmul_precision=self.matmul_precision)
+
 
 def preset_config(name: str = "reference", **overrides: Any) -> DeepRFMConfig:
   """The options of preset ``name`` with ``overrides`` applied (``None`` values ignored)."""
@@ -168,8 +198,6 @@ def preset_config(name: str = "reference", **overrides: Any) -> DeepRFMConfig:
     base = dict(ridge=0.0, weight_init="normal", width=1024 if feats == "relu" else 4096)
   base.update(overrides)
   return DeepRFMConfig(preset=name, **base).validate()
-
-
 
 
 def auto_precision(config: DeepRFMConfig) -> str:

@@ -153,7 +153,7 @@ class OneDevice:
     """The layer's AGOP block size and memory estimate (refuses a layer that does not fit)."""
     return memory_lib.plan_layer(self.n, self.n_test, d_in, self.config.width or d_in, self.k,
                                  itemsize=jnp.dtype(self.dtype).itemsize, budget=self.budget,
-                                 batch_size=self.config.agop_batch_size)
+                                 batch_size=self.config.agop_batch_size, agop=self.config.agop)
 
   def place(self, x, x_test):
     return jnp.asarray(x, self.dtype), jnp.asarray(x_test, self.dtype)
@@ -163,11 +163,13 @@ class OneDevice:
 
   def layer(self, x, x_test, y, labels, key, config, layer):
     plan = self.plan(x.shape[1])
+    # "auto" becomes what the plan chose: the closed form when it fits the budget.
+    config = dataclasses.replace(config, agop=plan.agop)
     x_next, xt_next, out = rfm_layer(x, x_test, y, labels, key, config, batch_size=plan.batch_size)
     jax.block_until_ready(x_next)
     if not bool(out.solve_ok):
       raise krr_lib.solve_error(config.ridge, self.n, f"layer {layer}", dtype=self.dtype)
-    return x_next, xt_next, out, {"agop_batch_size": plan.batch_size,
+    return x_next, xt_next, out, {"agop": plan.agop, "agop_batch_size": plan.batch_size,
                                   "memory_estimate_bytes": plan.estimate_bytes}
 
   def final(self, x, x_test, y, labels, config):

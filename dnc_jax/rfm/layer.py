@@ -36,7 +36,7 @@ from dnc_jax.rfm import krr as krr_lib
 from dnc_jax.rfm import precision as precision_lib
 from dnc_jax.rfm import predictor as predictor_lib
 from dnc_jax.rfm.agop import agop_sum, kernel_predictor
-from dnc_jax.rfm.config import DeepRFMConfig
+from dnc_jax.rfm.config import DeepRFMConfig, LayerOptions
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -155,22 +155,24 @@ def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, 
     y: ``[N, K]`` ±1 targets (``K`` classes).
     labels: ``[N]`` integer labels (for the metrics).
     key: PRNG key of this layer's feature map.
-    config: the run's options, the one static argument (kernel, feature map,
-      width ``D`` (``None``: ``d``), metrics convention, matmul precision); its
-      bandwidth, ridge and cos scale enter as traced scalars.
+    config: the run's options. Only its :class:`~dnc_jax.rfm.config.LayerOptions`
+      (kernel, feature map, width ``D`` (``None``: ``d``), metrics convention,
+      AGOP implementation, matmul precision) are static; its bandwidth, ridge
+      and cos scale enter as traced scalars, and its other fields are not read.
     batch_size: rows per AGOP block (static).
 
   Returns:
     ``(x_next [N, D], x_test_next [N_test, D], LayerOutput)``.
   """
   return _rfm_layer(x, x_test, y, labels, key, config.bandwidth, config.ridge, config.sigma,
-                    config=config, batch_size=int(batch_size))
+                    options=config.layer_options(), batch_size=int(batch_size))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "batch_size"))
-def _rfm_layer(x, x_test, y, labels, key, bandwidth, ridge, sigma, *, config: DeepRFMConfig,
+@functools.partial(jax.jit, static_argnames=("options", "batch_size"))
+def _rfm_layer(x, x_test, y, labels, key, bandwidth, ridge, sigma, *, options: LayerOptions,
                batch_size: int):
   # Bandwidth, ridge and sigma stay traced: a sweep over them compiles once per shape.
+  config = options
   num_classes = y.shape[1]
   x = normalise_rows(x)
   xt = normalise_rows(x_test)

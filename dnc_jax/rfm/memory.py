@@ -1,22 +1,29 @@
 r"""Memory budget of a Deep RFM layer: block sizes from a budget, and peak use.
 
-A layer (:func:`dnc_jax.rfm.driver.rfm_layer`, one jit) goes through two phases
-that XLA lays out in the same memory:
+A layer (:func:`dnc_jax.rfm.driver.rfm_layer`, one jit) goes through two phases:
 
 * the solve: the ``[N, N]`` kernel matrix and its Cholesky factor. XLA
   factorises in place, but the distance matmul's output and the kernel values
   (in the factor's column-major layout) coexist once: about ``2.5 N²`` floats;
-* the AGOP: one block of ``B`` rows, each with ``K`` cotangents of size ``N``
-  and their intermediates: about ``B (2 (K + 1) N + 2 K d)`` floats;
+* the AGOP: one block of ``B`` rows, each with ``K`` cotangents (or Jacobian
+  weights) of size ``N`` and their intermediates: about ``B (2 (K + 1) N + 2 K d)``
+  floats;
 
 on top of arrays that live throughout: the ``[N_t, N]`` test kernel rows, a few
 ``[N + N_t, max(d, D)]`` representations and ``[d, d]`` matrices.
 
-:func:`plan_layer` picks the AGOP block size ``B`` so the estimate fits the
-budget, and refuses (with the fix) a problem whose ``[N, N]`` phase alone does
-not fit. The estimate is an upper bound of XLA's own buffer assignment
+With ``agop="rules"`` XLA lays the two phases out in the same memory. With
+``agop="closed_form"`` the solve's ``[N, N]`` distances stay alive for the
+AGOP, and XLA's buffer assignment then keeps about ``3.5 N²`` floats for the
+solve beside the AGOP's blocks instead of overlapping them.
+
+:func:`plan_layer` picks the AGOP (``"auto"``: the closed form when it fits, else
+the rules) and its block size ``B`` so the estimate fits the budget, and refuses
+(with the fix) a problem whose ``[N, N]`` phase alone does not fit. The estimate
+is an upper bound of XLA's own buffer assignment
 (``compiled.memory_analysis()``: arguments + outputs + temporaries) within
-1.0–1.8× on eight shapes measured (N 1000–4000, d 32–1024, D 64–1024).
+1.05–1.65× for the rules and 1.1–1.45× for the closed form on seven shapes
+measured (N 1000–4000, d 32–1024, D 64–1024; ``tests/test_memory.py``).
 """
 from __future__ import annotations
 
@@ -46,8 +53,10 @@ class LayerPlan(NamedTuple):
     fixed_bytes: arrays that live through the layer.
     solve_bytes: the ``[N, N]`` phase.
     per_row_bytes: the AGOP phase per block row.
-    estimate_bytes: ``fixed + max(solve, batch_size * per_row)``.
+    estimate_bytes: ``fixed + max(solve, batch_size * per_row)`` (rules) or
+      ``fixed + solve + batch_size * per_row`` (closed form).
     budget_bytes: the budget the plan was made for.
+    agop: the AGOP implementation planned for, ``"closed_form"`` or ``"rules"``.
   """
   batch_size: int
   fixed_bytes: int
@@ -55,6 +64,7 @@ class LayerPlan(NamedTuple):
   per_row_bytes: int
   estimate_bytes: int
   budget_bytes: int
+  agop: str = "rules"
 
 
 def available_bytes(device: jax.Device | None = None) -> int:
@@ -125,20 +135,20 @@ def budget_bytes(memory_gb: float | None, device: jax.Device | None = None) -> i
 
 
 def layer_bytes(n: int, n_test: int, d: int, width: int, num_classes: int, *,
-                itemsize: int = 4) -> tuple[int, int, int]:
+                itemsize: int = 4, agop: str = "rules") -> tuple[int, int, int]:
   """``(fixed, solve, per_row)`` bytes of one layer (see the module docstring)."""
   n, nt, d, k = int(n), int(n_test), int(d), int(num_classes)
   wide = max(d, int(width))
-  fixed = 2 * nt * n + 2.5 * (n + nt) * wide + 4 * d * d + 8 * n * k
-  solve = 2.5 * n * n
+  fixed = 2 * nt * n + 4 * (n + nt) * wide + 4 * d * d + 8 * n * k
+  solve = (3.5 if agop == "closed_form" else 2.5) * n * n
   per_row = 2 * (k + 1) * n + 2 * k * d
   return int(fixed * itemsize), int(solve * itemsize), int(per_row * itemsize)
 
 
 def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
                itemsize: int = 4, budget: int, batch_size: int | None = None,
-               backend: str | None = None) -> LayerPlan:
-  """The AGOP block size that keeps a layer within ``budget`` bytes.
+               backend: str | None = None, agop: str = "rules") -> LayerPlan:
+  """The AGOP implementation and block size that keep a layer within ``budget`` bytes.
 
   Args:
     n, n_test, d, width, num_classes: the layer's shape (``N``, ``N_t``, input
@@ -148,24 +158,38 @@ def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
     batch_size: a fixed block size (the plan only reports its estimate).
     backend: ``"cpu"``, ``"gpu"``, ... (default: JAX's default backend); sets
       the largest useful block.
+    agop: ``"rules"``, ``"closed_form"`` or ``"auto"`` (the closed form when it
+      fits the budget, else the rules, which need about ``N²`` floats less).
 
   Raises:
     ConfigError: when the ``[N, N]`` phase alone exceeds the budget.
   """
-  fixed, solve, per_row = layer_bytes(n, n_test, d, width, num_classes, itemsize=itemsize)
+  if agop == "auto":
+    try:
+      return plan_layer(n, n_test, d, width, num_classes, itemsize=itemsize, budget=budget,
+                        batch_size=batch_size, backend=backend, agop="closed_form")
+    except ConfigError:
+      agop = "rules"
+  fixed, solve, per_row = layer_bytes(n, n_test, d, width, num_classes, itemsize=itemsize,
+                                      agop=agop)
+  overlap = agop != "closed_form"
   if batch_size is None:
     room = budget - fixed
-    if solve > room or per_row > room:
-      need = fixed + max(solve, per_row)
+    agop_room = room if overlap else room - solve
+    if solve > room or per_row > agop_room:
+      need = fixed + (max(solve, per_row) if overlap else solve + per_row)
+      fix = ("agop='rules' (bin/deep_rfm: --agop rules), which needs about N² floats less, "
+             if agop == "closed_form" else "")
       raise ConfigError(
           f"a Deep RFM layer with N = {n} training rows needs about {format_bytes(need)} (the "
           f"[N, N] kernel matrix and its factor) but the budget is {format_bytes(budget)}; "
-          "use fewer rows, the matrix-free solver over devices (SolverConfig(method='cg') on a "
-          "mesh), or raise memory_gb if the machine has more free (bin/deep_rfm: --n, "
+          f"use {fix}fewer rows, the matrix-free solver over devices (SolverConfig(method='cg') "
+          "on a mesh), or raise memory_gb if the machine has more free (bin/deep_rfm: --n, "
           "--solver cg --devices D, --memory-gb)")
-    batch_size = block_rows(n, per_row, room, backend=backend)
-  estimate = fixed + max(solve, int(batch_size) * per_row)
-  return LayerPlan(int(batch_size), fixed, solve, per_row, estimate, int(budget))
+    batch_size = block_rows(n, per_row, agop_room, backend=backend)
+  blocks = int(batch_size) * per_row
+  estimate = fixed + (max(solve, blocks) if overlap else solve + blocks)
+  return LayerPlan(int(batch_size), fixed, solve, per_row, estimate, int(budget), agop)
 
 
 def block_rows(n: int, per_row: int, room: int, *, backend: str | None = None) -> int:

@@ -71,7 +71,7 @@ from dnc_jax.rfm import krr as krr_lib
 from dnc_jax.rfm import memory as memory_lib
 from dnc_jax.rfm import solvers
 from dnc_jax.rfm.agop import agop_sum, kernel_predictor
-from dnc_jax.rfm.config import DeepRFMConfig
+from dnc_jax.rfm.config import DeepRFMConfig, LayerOptions
 from dnc_jax.rfm.layer import LayerOutput, normalise_rows
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -213,7 +213,7 @@ def sharded_collapse(z, labels, w, *, num_classes: int, global_mean: str, n_tota
 
 
 def _layer_body(x, xt, y, labels, valid, valid_t, params, bandwidth, ridge, *,
-                config: DeepRFMConfig, batch_size, n_valid, solver, cg, last):
+                config: LayerOptions, batch_size, n_valid, solver, cg, last):
   """One layer on this device's rows (inside ``shard_map`` over ``AXIS``)."""
   kernel, features, global_mean = config.kernel, config.features, config.global_mean
   num_classes = y.shape[1]
@@ -295,14 +295,15 @@ _REP = P()
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "mesh", "config", "batch_size", "n_valid", "solver", "cg", "last"))
+    "mesh", "options", "batch_size", "n_valid", "solver", "cg", "last"))
 def _sharded_layer(x, xt, y, labels, valid, valid_t, key, bandwidth, ridge, sigma, *, mesh,
-                   config: DeepRFMConfig, batch_size, n_valid, solver, cg, last=False):
+                   options: LayerOptions, batch_size, n_valid, solver, cg, last=False):
+  config = options
   # The random weights are drawn once, outside the per-device body, and
   # replicated: every device applies the same Φ_l.
   params = features_lib.init_features(key, config.features, x.shape[1], config.width or x.shape[1],
                                       init=config.weight_init, sigma=sigma, dtype=x.dtype)
-  body = functools.partial(_layer_body, config=config, batch_size=batch_size, n_valid=n_valid,
+  body = functools.partial(_layer_body, config=options, batch_size=batch_size, n_valid=n_valid,
                            solver=solver, cg=cg, last=last)
   in_specs = (_ROW2, _ROW2, _ROW2, _ROW, _ROW, _ROW, _REP, _REP, _REP)
   info_specs = (_REP, _REP, _REP)
@@ -331,7 +332,7 @@ class MeshPlacement:
       raise ConfigError(f"matmul_precision={config.matmul_precision!r} is available on the "
                         "single-device Cholesky path only; use matmul_precision='highest' "
                         "or one device with the Cholesky solver")
-    if config.agop != "rules":
+    if config.agop == "closed_form":
       raise ConfigError(f"agop={config.agop!r} is available on one device with the Cholesky "
                         "solver only; use agop='rules' on a mesh")
     if tuple(mesh.axis_names) != (AXIS,):
@@ -366,7 +367,8 @@ class MeshPlacement:
 
   def _call(self, x, x_test, y, labels, key, config, **kw):
     return _sharded_layer(x, x_test, y, labels, self.valid, self.valid_t, key, config.bandwidth,
-                          config.ridge, config.sigma, mesh=self.mesh, config=config,
+                          config.ridge, config.sigma, mesh=self.mesh,
+                          options=config.layer_options(mesh=True),
                           n_valid=self.n, solver=self.solver, cg=self.cg_options(x.shape[1]),
                           **kw)
 
@@ -380,7 +382,8 @@ class MeshPlacement:
                                                      batch_size=bs)
     jax.block_until_ready(xn)
     srec = self.solve_record(info, ok, f"layer {layer}")
-    return xn, xtn, LayerOutput(m, mets, tp, ttp, ok), {"solve": srec, "devices": self.nd}
+    return xn, xtn, LayerOutput(m, mets, tp, ttp, ok), {"agop": "rules", "solve": srec,
+                                                        "devices": self.nd}
 
   def final(self, x, x_test, y, labels, config):
     # width=1: the last call only solves; its feature weights are never used.
