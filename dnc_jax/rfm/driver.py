@@ -235,7 +235,8 @@ def _record(layer, out, extra, *, seconds, placement, labels, labels_test, dims)
       "test_acc": _accuracy(placement.host(out.test_pred, n_test), labels_test),
       "seconds": seconds,
       "dim_in": d_in, "dim_out": d_out,
-      "gflop": layer_flops(n, n_test, d_in, k, d_out)["total"] / 1e9,
+      "gflop": layer_flops(n, n_test, d_in, k, d_out, agop=extra.get("agop", "rules"))["total"]
+               / 1e9,
   }
   return {**record, **extra, "metrics": mets}
 

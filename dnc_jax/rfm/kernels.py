@@ -244,23 +244,31 @@ def frame_sq_distances(frame: CentredFrame, q: jax.Array, centre: jax.Array, *,
   exact arithmetic, the nearest class mean is the accurate one. Differentiable
   in ``q`` with gradient ``2 (q_i - x_j)``.
 
-  The class term ``r · μ_{c_j}`` is spread over the ``N`` rows by a gather that
-  fuses into the elementwise pass (no extra ``[m, N]`` buffer: the kernel
-  matrix's peak memory is two ``[N, N]`` arrays, not three). For gradients of
-  one query at a time use :func:`dnc_jax.rfm.predictor.frame_row_sq_distances`.
+  The class-pair terms (``r · μ_{c_j}``, ``r_j · μ_c`` and ``‖μ_{c_j} − μ_c‖²``)
+  enter as ``2K`` extra columns of the one ``[m, d] × [d, N]`` product (one-hot
+  classes against per-row class terms), so the ``[m, N]`` matrix is made by one
+  GEMM and one elementwise pass, with no gathers over it.
 
-  ``matmul_precision`` (:mod:`dnc_jax.rfm.precision`) applies to the ``[m, d] × [d, N]``
-  residual product, the only large matmul here.
+  ``matmul_precision`` (:mod:`dnc_jax.rfm.precision`) applies to the
+  ``[m, d] × [d, N]`` residual product, the only large matmul here; the class
+  columns are multiplied at ``HIGHEST`` precision.
   """
   mu = frame.means[centre]                                   # [m, d]
   r = q - jax.lax.stop_gradient(mu)
   r_sq = jnp.sum(r * r, axis=1)                              # [m]
   rmu = jnp.matmul(r, frame.means.T, precision=HIGHEST)      # [m, K]  r · μ_a
-  own = jnp.take_along_axis(rmu, centre[:, None], axis=1)    # [m, 1]  r · μ_c
-  # r · (r_j + μ_{c_j}) with the small residual product kept separate.
-  spread = jnp.take(rmu, frame.labels, axis=1)                      # [m, N]
-  cross = precision_lib.matmul(r, frame.resid.T, matmul_precision) + spread  # [m, N]
-  const = (frame.own_const[None, :] - 2.0 * frame.resid_means[:, centre].T
-           + frame.row_mean_sq_dist[:, centre].T)          # [m, N]
-  sq = r_sq[:, None] + const - 2.0 * (cross - own)
+  own = jnp.take_along_axis(rmu, centre[:, None], axis=1)[:, 0]   # [m]  r · μ_c
+  k = frame.means.shape[0]
+  # Query side (one-hot centre, −2 r·μ_a) against row side (−2 r_j·μ_a + ‖μ_{c_j} − μ_a‖²,
+  # one-hot class): their product is −2 r_j·μ_c + ‖μ_{c_j} − μ_c‖² − 2 r·μ_{c_j}.
+  q_cls = jnp.concatenate([jax.nn.one_hot(centre, k, dtype=r.dtype), -2.0 * rmu], axis=1)
+  z_cls = jnp.concatenate([frame.row_mean_sq_dist - 2.0 * frame.resid_means, frame.onehot],
+                          axis=1)
+  if precision_lib.check(matmul_precision) == "highest":
+    pair = jnp.matmul(jnp.concatenate([-2.0 * r, q_cls], axis=1),
+                      jnp.concatenate([frame.resid, z_cls], axis=1).T, precision=HIGHEST)
+  else:
+    pair = (precision_lib.matmul(-2.0 * r, frame.resid.T, matmul_precision)
+            + jnp.matmul(q_cls, z_cls.T, precision=HIGHEST))
+  sq = (r_sq + 2.0 * own)[:, None] + frame.own_const[None, :] + pair
   return jnp.maximum(sq, 0.0)

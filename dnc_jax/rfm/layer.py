@@ -41,16 +41,21 @@ from dnc_jax.rfm.config import DeepRFMConfig, LayerOptions
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def layer_flops(n: int, n_test: int, d: int, num_classes: int, width: int) -> dict:
+def layer_flops(n: int, n_test: int, d: int, num_classes: int, width: int, *,
+                agop: str = "rules") -> dict:
   r"""Floating-point operations of one :func:`rfm_layer`, by stage (SPEC §3).
 
   Counted as in the implementation (multiply-add = 2):
 
-  * ``kernel``: :math:`2N^2d + 2N_tNd` (train and test distances);
+  * ``kernel``: :math:`2N^2(d + 2K) + 2N_tN(d + 2K)` (train and test distances,
+    with their ``2K`` class columns);
   * ``solve``: :math:`N^3/3 + 2N^2K` (Cholesky and two triangular solves) plus
     :math:`2N^2K + 2N_tNK` (train and test predictions);
-  * ``agop``: :math:`2N^2d + 2N^2K` (forward), :math:`2N^2Kd` (Jacobians),
-    :math:`2NKd^2` (:math:`J^\top J`);
+  * ``agop``, ``"rules"``: :math:`2N^2d + 2N^2K` (forward), :math:`2N^2Kd`
+    (Jacobians), :math:`2NKd^2` (:math:`J^\top J`); ``"closed_form"``: no
+    forward pass (the solve's distances are reused), :math:`2N^2K(d + K)` (the
+    Jacobians' sums, class columns included), :math:`2NK^2d` (class-mean
+    terms), :math:`2NKd^2` (:math:`J^\top J`);
   * ``sqrt``: :math:`9d^3` (symmetric eigendecomposition) :math:`+ 2d^3`;
   * ``features``: :math:`2(N+N_t)d^2` (projection) :math:`+ 2(N+N_t)dD`.
 
@@ -59,9 +64,11 @@ def layer_flops(n: int, n_test: int, d: int, num_classes: int, width: int) -> di
   """
   n, nt, d, k, w = int(n), int(n_test), int(d), int(num_classes), int(width)
   out = {
-      "kernel": 2 * n * n * d + 2 * nt * n * d,
+      "kernel": 2 * n * n * (d + 2 * k) + 2 * nt * n * (d + 2 * k),
       "solve": n**3 / 3 + 2 * n * n * k + 2 * n * n * k + 2 * nt * n * k,
-      "agop": 2 * n * n * d + 2 * n * n * k + 2 * n * n * k * d + 2 * n * k * d * d,
+      "agop": (2 * n * n * k * (d + k) + 2 * n * k * k * d + 2 * n * k * d * d
+               if agop == "closed_form" else
+               2 * n * n * d + 2 * n * n * k + 2 * n * n * k * d + 2 * n * k * d * d),
       "sqrt": 11 * d**3,
       "features": 2 * (n + nt) * d * d + 2 * (n + nt) * d * w,
   }

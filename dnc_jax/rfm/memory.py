@@ -5,16 +5,18 @@ A layer (:func:`dnc_jax.rfm.driver.rfm_layer`, one jit) goes through two phases:
 * the solve: the ``[N, N]`` kernel matrix and its Cholesky factor. XLA
   factorises in place, but the distance matmul's output and the kernel values
   (in the factor's column-major layout) coexist once: about ``2.5 N²`` floats;
-* the AGOP: one block of ``B`` rows, each with ``K`` cotangents (or Jacobian
-  weights) of size ``N`` and their intermediates: about ``B (2 (K + 1) N + 2 K d)``
-  floats;
+* the AGOP: one block of ``B`` rows. With ``agop="rules"`` each row has ``K``
+  cotangents of size ``N`` and their intermediates: about ``B (2 (K + 1) N + 2 K d)``
+  floats. With ``agop="closed_form"`` a row has one ``[N]`` row of Jacobian
+  weights and ``[K, d + K]`` products, about ``B (3 N + 3 K (d + K))`` floats, and
+  the ``[N, K (d + K)]`` weighted training rows are built once;
 
 on top of arrays that live throughout: the ``[N_t, N]`` test kernel rows, a few
 ``[N + N_t, max(d, D)]`` representations and ``[d, d]`` matrices.
 
 With ``agop="rules"`` XLA lays the two phases out in the same memory. With
 ``agop="closed_form"`` the solve's ``[N, N]`` distances stay alive for the
-AGOP, and XLA's buffer assignment then keeps about ``3.5 N²`` floats for the
+AGOP, and XLA's buffer assignment then keeps up to about ``4 N²`` floats for the
 solve beside the AGOP's blocks instead of overlapping them.
 
 :func:`plan_layer` picks the AGOP (``"auto"``: the closed form when it fits, else
@@ -22,7 +24,7 @@ the rules) and its block size ``B`` so the estimate fits the budget, and refuses
 (with the fix) a problem whose ``[N, N]`` phase alone does not fit. The estimate
 is an upper bound of XLA's own buffer assignment
 (``compiled.memory_analysis()``: arguments + outputs + temporaries) within
-1.05–1.65× for the rules and 1.1–1.45× for the closed form on seven shapes
+1.05–1.65× for the rules and 1.1–1.85× for the closed form on seven shapes
 measured (N 1000–4000, d 32–1024, D 64–1024; ``tests/test_memory.py``).
 """
 from __future__ import annotations
@@ -140,8 +142,13 @@ def layer_bytes(n: int, n_test: int, d: int, width: int, num_classes: int, *,
   n, nt, d, k = int(n), int(n_test), int(d), int(num_classes)
   wide = max(d, int(width))
   fixed = 2 * nt * n + 4 * (n + nt) * wide + 4 * d * d + 8 * n * k
-  solve = (3.5 if agop == "closed_form" else 2.5) * n * n
-  per_row = 2 * (k + 1) * n + 2 * k * d
+  if agop == "closed_form":
+    fixed += n * k * (d + k)                 # the weighted rows α_jk (r_j, e_j), built once
+    solve = 4 * n * n
+    per_row = 3 * n + 3 * k * (d + k)
+  else:
+    solve = 2.5 * n * n
+    per_row = 2 * (k + 1) * n + 2 * k * d
   return int(fixed * itemsize), int(solve * itemsize), int(per_row * itemsize)
 
 

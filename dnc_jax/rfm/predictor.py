@@ -261,11 +261,14 @@ def closed_form_agop_sum(x_train: jax.Array, alpha: jax.Array, x: jax.Array | No
      J_b = 2\Big(\big(\textstyle\sum_j C_{bj}\alpha_j\big)\, (M x_b)^\top
        - \textstyle\sum_j C_{bj}\,\alpha_j (M x_j)^\top\Big),
 
-  the second term one ``[B K, N] × [N, d]`` product; then ``Σ_b J_bᵀJ_b``.
+  both sums one ``[B, N] × [N, K (d + 1)]`` product of the block's
+  :math:`C_{bj}` with the rows :math:`\alpha_{jk} (M x_j, 1)` built once; then
+  ``Σ_b J_bᵀJ_b``.
   With a centred ``frame`` the differences :math:`x_b - x_j` are taken as
   residuals and class-mean differences (as in :func:`frame_row_sq_distances`), so
-  collapsed classes keep their float32 accuracy. Memory: ``[B, N]`` and
-  ``[B, K, N]`` per block, as the ``"rules"`` path; traceable (no ``jit`` here).
+  collapsed classes keep their float32 accuracy. Memory: the ``[N, K (d + K)]``
+  weighted rows, and ``[B, N]`` and ``[B, K, d + K]`` per block; traceable (no
+  ``jit`` here).
 
   Args:
     x_train: ``[N, d]`` centres ``x_j``.
@@ -300,12 +303,18 @@ def closed_form_agop_sum(x_train: jax.Array, alpha: jax.Array, x: jax.Array | No
   b = max(1, min(int(batch_size), m))
   nb = -(-m // b)
   if frame is None:
-    # (M x_j) as rows; the AGOP's M is symmetric, so ∇ ‖x - x_j‖²_M = 2 M (x - x_j).
-    aug = x_train if M is None else jnp.matmul(x_train, M, precision=HIGHEST)   # [N, d]
+    # (M x_j) as rows and a column of ones (its product gives Σ_j C_bj α_j); the AGOP's M is
+    # symmetric, so ∇ ‖x - x_j‖²_M = 2 M (x - x_j).
+    xm = x_train if M is None else jnp.matmul(x_train, M, precision=HIGHEST)     # [N, d]
+    aug = jnp.concatenate([xm, jnp.ones((n, 1), xm.dtype)], axis=1)              # [N, d + 1]
     y_query = queries if M is None else jnp.matmul(queries, M, precision=HIGHEST)
   else:
     aug = _resid_aug(frame)                                                      # [N, d + K_c]
     centres = frame.labels if exclude_self else kernels_lib.nearest_centre(frame, queries)
+  e, k = aug.shape[1], alpha.shape[1]
+  # α_jk aug_j for every class k side by side, built once: a block's Jacobian terms are then
+  # one [B, N] × [N, K e] product of its slopes, with no [B, K, N] intermediate.
+  weighted = (alpha[:, :, None] * aug[:, None, :]).reshape(n, k * e)             # [N, K e]
 
   def block_sq(rows, xb):
     if sq_distances is not None:
@@ -322,13 +331,12 @@ def closed_form_agop_sum(x_train: jax.Array, alpha: jax.Array, x: jax.Array | No
     drop = (idx >= m)[:, None]
     if exclude_self:
       drop = drop | (idx[:, None] == jnp.arange(n)[None, :])
-    ca = jnp.where(drop, 0.0, slope)[:, None, :] * alpha.T[None]                # [B, K, N]
-    t = precision_lib.matmul(ca.reshape(-1, n), aug, matmul_precision)
-    t = t.reshape(b, -1, aug.shape[1])                                           # [B, K, e]
-    s = jnp.sum(ca, axis=-1)                                                     # [B, K]
+    c = jnp.where(drop, 0.0, slope)
+    t = precision_lib.matmul(c, weighted, matmul_precision).reshape(b, k, e)     # [B, K, e]
     if frame is None:
-      jac = 2.0 * (s[..., None] * y_query[rows][:, None, :] - t)
+      jac = 2.0 * (t[..., -1:] * y_query[rows][:, None, :] - t[..., :d])
     else:
+      s = jnp.sum(t[..., d:], axis=-1)                                           # [B, K]
       # A training row's own residual, not x − μ again: the frame's residuals may come
       # from a mean rounded differently (XLA multiplies by 1/count), and r_b − r_j must
       # be the exact difference of the same residuals.
