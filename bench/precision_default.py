@@ -1,7 +1,7 @@
 """Which precision should be the CPU default: float32 against float64's seed band.
 
 For each dataset and preset, runs Deep RFM at depth 19 in float64 with seeds
-0-2 and in float32 with seed 0, and records NC1 and NC2 of all three
+0-2 and in float32 with seed 0 (then seeds 1-2), and records NC1 and NC2 of all three
 representations (``input``, ``agop``, ``features``) at every layer, or the error a run
 stopped with. Then, per layer and quantity, compares
 
@@ -9,7 +9,8 @@ stopped with. Then, per layer and quantity, compares
 * the float64 seed band ``max_s |f64(s) - f64(0)| / f64(0)`` over seeds 1, 2,
   floored at 1 % (the first layers, where no seed changes anything),
 
-and prints where float32 leaves the band. Results go to a JSON file written
+and prints where float32 leaves the band; then the same around every seed
+(float32 seed s against float64 seed s and the two other float64 seeds). Results go to a JSON file written
 after every run, so an interrupted bench continues where it stopped::
 
   python bench/precision_default.py --json runs/precision_default.json
@@ -71,6 +72,11 @@ def report(results: dict, cases) -> None:
     print(f"{case}: float32 worst deviation / float64 seed band = {c['worst_ratio']:.2f} "
           f"({len(c['outside'])} of {2 * len(REPS) * len(c['nc1_input']['dev'])} layer values outside); "
           f"time float32 {t32:.0f} s, float64 {t64:.0f} s (median)")
+    every = precision.all_seeds(results, case)
+    if every is not None:
+      print(f"  around every seed 0-2: {every['outside']} of {len(every['ratios'])} values "
+            f"outside, dev / band median {every['median_ratio']:.2f}, worst "
+            f"{every['worst_ratio']:.2f}")
     for key in (f"{m}_{r}" for m in ("nc1", "nc2") for r in REPS):
       dev, band = np.array(c[key]["dev"]), np.array(c[key]["band"])
       i = int(np.argmax(dev / band))
@@ -93,7 +99,8 @@ def main(argv=None):
     for preset in args.presets.split(","):
       case = f"{name}{n}/{preset}"
       cases.append(case)
-      for dtype, seed in [("float64", 0), ("float32", 0), ("float64", 1), ("float64", 2)]:
+      for dtype, seed in [("float64", 0), ("float32", 0), ("float64", 1), ("float64", 2),
+                          ("float32", 1), ("float32", 2)]:
         jobs.append((f"{case}/{dtype}/s{seed}", name, int(n) if n else None, preset, dtype, seed))
   if not args.report:
     for tag, name, n, preset, dtype, seed in jobs:

@@ -123,7 +123,17 @@ def sym_gram(a: jax.Array) -> jax.Array:
   return jnp.block([[g11, g12], [g12.T, g22]])
 
 
-def preactivation_grams(hp: dict, h1: jax.Array, *, batch_size: int) -> list[jax.Array]:
+def preactivations(hp: dict, h1: jax.Array) -> list[jax.Array]:
+  """``[z_1, ..., z_L]``: the hidden pre-activations ``[n, m_l]`` of the head on ``h1``."""
+  zs, h = [], h1
+  for kern in _head_kernels(hp):
+    zs.append(jnp.matmul(h, kern, precision=HIGHEST))
+    h = jax.nn.relu(zs[-1])
+  return zs
+
+
+def preactivation_grams(hp: dict, h1: jax.Array, *, batch_size: int,
+                        zs: Sequence[jax.Array] | None = None) -> list[jax.Array]:
   r"""``Σ_i B_{l,i}ᵀ B_{l,i}`` for every hidden layer, from one reverse pass per block.
 
   :math:`B_{l,i} = \partial f(h_i) / \partial z_l` ``[K, m_l]`` is the Jacobian of
@@ -142,6 +152,8 @@ def preactivation_grams(hp: dict, h1: jax.Array, *, batch_size: int) -> list[jax
     hp: head parameters.
     h1: ``[n, d_1]`` head inputs.
     batch_size: points per block (static; bounds memory to ``~ 3 b K Σ m_l`` floats).
+    zs: the pre-activations :func:`preactivations` of ``h1`` if the caller has
+      them (only their signs are read); ``None`` computes them.
 
   Returns:
     ``L`` arrays ``[m_l, m_l]`` (sums over the ``n`` points, not means).
@@ -152,13 +164,9 @@ def preactivation_grams(hp: dict, h1: jax.Array, *, batch_size: int) -> list[jax
   b = max(1, min(int(batch_size), n))
   nb = -(-n // b)
   pad = nb * b - n
-  h = jnp.concatenate([h1, jnp.repeat(h1[-1:], pad, axis=0)]) if pad else h1
-  w = (jnp.arange(nb * b) < n).astype(h1.dtype)       # padded rows weigh 0
-  masks = []
-  for kern in kernels:
-    z = jnp.matmul(h, kern, precision=HIGHEST)
-    masks.append((z > 0).astype(h1.dtype) * w[:, None])
-    h = jax.nn.relu(z)
+  zs = preactivations(hp, h1) if zs is None else zs
+  # Padded points get all-zero masks, so their Jacobian rows vanish from layer 1 on.
+  masks = [jnp.pad((z > 0).astype(h1.dtype), ((0, pad), (0, 0))) for z in zs]
 
   def linear_head(eps, ms):
     # The head linearised at one point: δz_l = eps_l + (d_{l-1} ⊙ δz_{l-1}) W_lᵀ.
@@ -287,12 +295,12 @@ def probe_all(hp: dict, h1: jax.Array, labels: jax.Array, *, layers: tuple[int, 
     ``tr_b_over_t``, ``nc2``).
   """
   kernels = _head_kernels(hp)
-  grams = preactivation_grams(hp, h1, batch_size=batch_size)
+  zs = preactivations(hp, h1)      # one forward pass serves the masks and the probes
+  grams = preactivation_grams(hp, h1, batch_size=batch_size, zs=zs)
   n = h1.shape[0]
   records = []
   h = h1
-  for l, kern in enumerate(kernels, start=1):
-    z = jnp.matmul(h, kern, precision=HIGHEST)
+  for l, (kern, z) in enumerate(zip(kernels, zs), start=1):
     if l in layers:
       records.append(_layer_record(kern, grams[l - 1] / n, h, z, labels, num_classes,
                                    global_mean))
