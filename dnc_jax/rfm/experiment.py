@@ -16,6 +16,7 @@ import pathlib
 import platform
 import shutil
 import sys
+import threading
 import time
 
 from dnc_jax.errors import DataError, DncError
@@ -160,6 +161,12 @@ def _config_record(run_cfg, rfm_cfg, ds, x, xt) -> dict:
   }
 
 
+def _import_figures() -> None:
+  from dnc_jax.viz import collapse, style
+  style.pyplot()
+  del collapse
+
+
 def _loop(run_cfg, rfm_cfg, clock, ds, x, xt, writer, resume_state):
   """The driver's layer loop with checkpoints, progress and interrupts at layer boundaries."""
   import jax
@@ -193,6 +200,9 @@ def _loop(run_cfg, rfm_cfg, clock, ds, x, xt, writer, resume_state):
   if devices > 1 or rfm_cfg.solver.method != "cholesky":
     from dnc_jax.rfm import sharded
     mesh = sharded.make_mesh(devices)
+  # The figures' imports (about 0.5 s of matplotlib) happen while the first layer compiles
+  # and computes, which holds no Python lock; the figures phase then only draws.
+  threading.Thread(target=_import_figures, name="import-figures", daemon=True).start()
   t0 = time.perf_counter()
   loop.start = clock.now()
   try:
