@@ -93,6 +93,19 @@ def test_epoch_permutation_depends_on_seed_and_epoch_only(key):
   assert not np.array_equal(p1, train_lib.epoch_permutation(jax.random.fold_in(key, 1), 1, 50))
 
 
+def test_epoch_order_is_the_one_config_json_states():
+  """config.json says permutation(fold_in(split(key(seed), 3)[1], epoch), N); so it is."""
+  from dnc_jax import data
+  cfg = train_lib.TrainConfig(model="mlp", dataset="digits", width=8, depth=1, seed=3,
+                              progress=False)
+  ds = data.load_dataset("digits", n=200, n_test=50, cache=False)
+  setup, _ = train_lib.set_up(cfg, ds)
+  want = jax.random.permutation(jax.random.fold_in(jax.random.split(jax.random.key(3), 3)[1], 4),
+                                200)
+  np.testing.assert_array_equal(train_lib.epoch_permutation(setup.data_key, 4, 200),
+                                np.asarray(want))
+
+
 def test_tiny_mlp_on_digits_learns(tmp_path):
   """A small MLP on the bundled digits drives the training loss well down."""
   cfg = train_lib.TrainConfig(model="mlp", dataset="digits", width=64, depth=2, init=1.0,
@@ -105,6 +118,7 @@ def test_tiny_mlp_on_digits_learns(tmp_path):
   assert {"config.json", "history.jsonl", "metrics.json", "metrics.csv", "checkpoints"} <= files
   conf = json.loads((tmp_path / "run" / "config.json").read_text())
   assert "tr(Sigma_W)/tr(Sigma_B)" in conf["conventions"]["nc1"]
+  assert "permutation(fold_in(split(key(seed), 3)[1], epoch), N)" in json.dumps(conf)
   lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
   assert len(lines) == 13
   rec = json.loads(lines[6])

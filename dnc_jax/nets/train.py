@@ -273,7 +273,7 @@ def config_record(cfg: TrainConfig, dataset_info: dict | None = None) -> dict:
       "loss": "MSE on +-1 targets, mean over all N*K entries",
       "conventions": {**probes_lib.CONVENTIONS, "global_mean": cfg.global_mean,
                       "name": "paper (Beaglehole et al. 2024); nc1 = tr(Sigma_W)/tr(Sigma_B)"},
-      "epoch_order": "permutation(fold_in(split(key(seed))[1], epoch), N)",
+      "epoch_order": "permutation(fold_in(split(key(seed), 3)[1], epoch), N)",
       "jax_version": jax.__version__,
       "backend": jax.default_backend(),
   }
