@@ -68,6 +68,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax.errors import ConfigError, SolveError
+from dnc_jax.rfm import kernels as kernels_lib
+from dnc_jax.rfm import predictor as predictor_lib
 from dnc_jax.theory.common import (HIGHEST, KERNELS, check_classes, cosine_gram,
                                    fit_geometric_rate, gram_nc1, labels32,
                                    make_full_rank_data, one_hot01, positive, psd_factor,
@@ -418,20 +420,10 @@ def kernel_linearisation(kind: str, *, bandwidth: float = 2.0) -> tuple[float, f
   return c0, c1, 1.0 - c0 - c1
 
 
-def _kernel_and_weights(x, kind: str, bandwidth: float):
-  """Kernel matrix ``[N, N]`` and gradient weights ``w_ij`` with
-  ``∇_x k(x_j, x)|_{x_i} = -w_ij (x_i - x_j)``; self terms masked by index."""
+def _sq_distances(x):
+  """Squared distances ``[N, N]`` from explicit differences (exact zero diagonal)."""
   diff = x[:, None, :] - x[None, :, :]
-  sq = jnp.sum(diff * diff, axis=-1)
-  eye = jnp.eye(x.shape[0], dtype=bool)
-  if kind == "laplace":
-    dist = jnp.sqrt(jnp.where(eye, 1.0, sq))
-    kmat = jnp.where(eye, 1.0, jnp.exp(-dist / bandwidth))
-    w = jnp.where(eye, 0.0, kmat / (bandwidth * dist))
-  else:
-    kmat = jnp.exp(-sq / (2.0 * bandwidth ** 2))
-    w = jnp.where(eye, 0.0, kmat / bandwidth ** 2)
-  return kmat, w
+  return jnp.sum(diff * diff, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("width", "bandwidth", "num_classes", "kind"))
@@ -441,13 +433,12 @@ def _nonlinear_layer(x, labels, key, ridge, *, width, bandwidth, num_classes, ki
   n = x.shape[0]
   eye = jnp.eye(n, dtype=x.dtype)
   x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
-  kmat, w = _kernel_and_weights(x, kind, bandwidth)
+  sq = _sq_distances(x)
+  kmat = kernels_lib.kernel_from_sq(kind)(sq, bandwidth)
   alpha = jnp.linalg.solve(kmat + ridge * eye, y)                       # [N, K]
-  wa = jnp.matmul(w, alpha, precision=HIGHEST)                          # [N, K]
-  # J_i = -(wa_i x_i^T - sum_j w_ij alpha_j x_j^T)  [N, K, p]
-  jac = -(wa[:, :, None] * x[:, None, :]
-          - jnp.einsum("ij,jk,jp->ikp", w, alpha, x, precision=HIGHEST))
-  agop = jnp.einsum("ikp,ikq->pq", jac, jac, precision=HIGHEST) / n     # [p, p]
+  # The predictor's AGOP, self terms masked by index (Algorithm 1, step 4).
+  agop = predictor_lib.closed_form_agop_sum(x, alpha, kernel=kind, bandwidth=bandwidth,
+                                            batch_size=n, sq_distances=sq) / n   # [p, p]
   wv, vv = jnp.linalg.eigh(symmetrise(agop))
   sqrt_m = jnp.matmul(vv * jnp.sqrt(jnp.clip(wv, 0.0))[None, :], vv.T, precision=HIGHEST)
   xt = jnp.matmul(x, sqrt_m, precision=HIGHEST)                         # X M^{1/2}
