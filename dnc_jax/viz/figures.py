@@ -209,9 +209,16 @@ def describe(runs: Sequence[Run]) -> str:
 
 
 def _stats(vals: np.ndarray) -> tuple[list, list]:
+  """Per-column mean and sample sd (``ddof = 1``; 0 for one row) of ``vals`` ``[seeds, ...]``."""
   mean = vals.mean(0)
   sd = vals.std(0, ddof=1) if vals.shape[0] > 1 else np.zeros_like(mean)
   return mean.tolist(), sd.tolist()
+
+
+def _mean_sd(vals) -> dict:
+  """``{"mean", "sd"}`` of all of ``vals`` (sample sd, 0 for a single value)."""
+  v = np.ravel(np.asarray(vals, dtype=float))
+  return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0}
 
 
 def _log_fit(layers: np.ndarray, v: np.ndarray) -> dict:
@@ -250,8 +257,7 @@ def rfm_summary(runs: Sequence[Run]) -> dict:
                   for r in runs], dtype=float)
   out["test_acc"] = dict(zip(("mean", "sd"), _stats(acc)))
   fin = np.array([r.metrics.get("final", {}).get("test_acc", np.nan) for r in runs])
-  out["final_test_acc"] = {"mean": float(fin.mean()),
-                           "sd": float(fin.std(ddof=1)) if len(fin) > 1 else 0.0}
+  out["final_test_acc"] = _mean_sd(fin)
   out["seconds"] = [r.metrics.get("seconds_total") for r in runs]
   # per-layer decay of NC1
   bounds = [b for b in (1, 5, 10, 15, int(layer_ids[-1])) if b <= layer_ids[-1]]
@@ -263,7 +269,7 @@ def rfm_summary(runs: Sequence[Run]) -> dict:
     for lo, hi in zip(bounds[:-1], bounds[1:]):
       i, j = int(np.where(layer_ids == lo)[0][0]), int(np.where(layer_ids == hi)[0][0])
       f = (v[:, i] / v[:, j]) ** (1.0 / (hi - lo))
-      blocks[f"{lo}-{hi}"] = {"mean": float(f.mean()), "sd": float(f.std(ddof=1)) if len(f) > 1 else 0.0}
+      blocks[f"{lo}-{hi}"] = _mean_sd(f)
     fits = [_log_fit(layer_ids.astype(float), row) for row in v]
     steps = v[:, :-1] / v[:, 1:]
     decay[rep] = {
@@ -301,7 +307,7 @@ def nn_summary(runs: Sequence[Run]) -> dict:
 
   nfa = per_layer(lambda p: p["nfa"]["sqrt_agop"])
   out["nfa_sqrt_agop"] = dict(zip(("mean", "sd"), _stats(nfa)))
-  out["nfa_all_layers"] = {"mean": float(nfa.mean()), "sd": float(nfa.std(ddof=1)) if nfa.size > 1 else 0.0}
+  out["nfa_all_layers"] = _mean_sd(nfa)
   nc1 = {k: per_layer(lambda p, k=k: p["nc1"][k])
          for k in ("input", "right_singular", "full_layer", "agop_projection")}
   out["nc1"] = {k: dict(zip(("mean", "sd"), _stats(v))) for k, v in nc1.items()}
@@ -311,7 +317,7 @@ def nn_summary(runs: Sequence[Run]) -> dict:
   out["log_change"] = {"svt": dict(zip(("mean", "sd"), _stats(svt))),
                        "relu": dict(zip(("mean", "sd"), _stats(total - svt)))}
   loss = np.array([rr[e].get("train_loss", np.nan) for rr in recs], dtype=float)
-  out["train_loss"] = {"mean": float(loss.mean()), "sd": float(loss.std(ddof=1)) if len(loss) > 1 else 0.0}
+  out["train_loss"] = _mean_sd(loss)
   acc = np.array([rr[e].get("test_acc", np.nan) for rr in recs], dtype=float)
   out["test_acc"] = {"mean": float(np.nanmean(acc))}
   return out
