@@ -1,13 +1,16 @@
 """Per-stage timing of one Deep RFM layer, with achieved FLOP/s next to a plain matmul's.
 
 Stages (each jitted on its own, timed after compilation, median of --repeats):
-kernel matrix (centred-frame distances + Laplace), Cholesky solve, AGOP
-(``vmap(jacrev)`` of the kernel predictor), PSD square root (``eigh``), random
-features, and the collapse metrics of the three representations. The whole
-layer (``rfm_layer``, one jit) is timed too. FLOP counts:
+kernel matrix (centred-frame distances + Laplace), Cholesky solve, AGOP (the
+implementation a run plans, ``--agop auto``: the closed form reusing the
+distances when it fits, else ``vmap(jacrev)`` of the kernel predictor), PSD
+square root (``eigh``), random features, and the collapse metrics of the three
+representations. The whole layer (``rfm_layer``, one jit) is timed too. FLOPs
+are counted as implemented (``rfm.layer.layer_flops``):
 
-  kernel 2N²d, solve N³/3 + 2N²K, AGOP 2N²Kd (Jacobians) + 2NKd² (JᵀJ) + 2N²d
-  (forward), square root ≈ 9d³ (eigh) + 2d³, features 2NdD.
+  kernel 2N²(d + 2K), solve N³/3 + 4N²K, AGOP 2N²K(d + K) + 2NK²d + 2NKd²
+  (closed form) or 2N²d + 2N²K + 2N²Kd + 2NKd² (rules), square root ≈ 9d³
+  (eigh) + 2d³, features 2Nd² + 2NdD.
 
 The roofline reference is a float32 ``[2048, 2048] × [2048, 2048]`` matmul with
 HIGHEST precision measured in the same run; ratios are stage FLOP/s ÷ matmul FLOP/s.
@@ -50,7 +53,10 @@ from dnc_jax.rfm import kernels as K
 from dnc_jax.rfm import krr as R
 from dnc_jax import metrics as MT
 from dnc_jax.rfm import memory as MEM
+from dnc_jax.rfm import driver as drfm
 from dnc_jax.rfm.agop import agop_sum, kernel_predictor
+from dnc_jax.rfm.layer import layer_flops
+from dnc_jax.rfm.predictor import closed_form_agop_sum
 
 H = jax.lax.Precision.HIGHEST
 
@@ -103,6 +109,8 @@ def main(argv=None):
   p.add_argument("--figure", default="scaling.png", help="log-log figure of --scaling")
   p.add_argument("--run", action="store_true",
                  help="time a whole Deep RFM run on --dataset (--n, --n-test, --depth)")
+  p.add_argument("--agop", default="auto", choices=("auto", "closed_form", "rules"),
+                 help="the per-stage bench's AGOP implementation (auto: as a run plans it)")
   p.add_argument("--agop-compare", action="store_true",
                  help="the layer loop with --agop rules and closed_form side by side")
   p.add_argument("--dataset", default="fashion_mnist")
@@ -171,7 +179,11 @@ def bench_one(args, quiet=False):
   x = centres[np.asarray(lab)] + rng.normal(size=(n, d))
   x = jnp.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), jnp.float32)
   y = 2.0 * jax.nn.one_hot(lab, k, dtype=jnp.float32) - 1.0
-  bs = MEM.plan_layer(n, 1, d, width, k, budget=MEM.budget_bytes(None)).batch_size  # as rfm_layer
+  # The block size and AGOP implementation a run would plan (--agop auto: the closed form
+  # when it fits).
+  plan = MEM.plan_layer(n, 1, d, width, k, budget=MEM.budget_bytes(None), agop=args.agop)
+  bs, impl = plan.batch_size, plan.agop
+  fl = layer_flops(n, 1, d, k, width, agop=impl)
 
   sq = jnp.asarray(rng.normal(size=(2048, 2048)), jnp.float32)
   mm = jax.jit(lambda a: jnp.matmul(a, a, precision=H))
@@ -179,19 +191,23 @@ def bench_one(args, quiet=False):
   @jax.jit
   def kernel(x):
     fr = K.centred_frame(x, lab, k)
-    return K.laplace_from_sq(K.frame_sq_distances(fr, x, lab), 2.0)
+    dist = jnp.where(jnp.eye(n, dtype=bool), 0.0, K.frame_sq_distances(fr, x, lab))
+    return K.laplace_from_sq(dist, 2.0), dist
 
-  kmat = kernel(x)
+  kmat, dist = kernel(x)
   solve = jax.jit(lambda km: R.cholesky_solve(km, y, 1e-3)[0])
   alpha = solve(kmat)
 
   @jax.jit
-  def agop(x, alpha):
+  def agop(x, alpha, dist):
     fr = K.centred_frame(x, lab, k)
+    if impl == "closed_form":
+      return closed_form_agop_sum(x, alpha, kernel="laplace", bandwidth=2.0, batch_size=bs,
+                                  frame=fr, sq_distances=dist) / n
     f = kernel_predictor(x, alpha, kernel="laplace", bandwidth=2.0, frame=fr)
     return agop_sum(f, x, batch_size=bs) / n
 
-  m = agop(x, alpha)
+  m = agop(x, alpha, dist)
   m = m / jnp.max(m)
   sqrt = MT.psd_sqrt
   params = F.init_features(jax.random.key(0), "relu", d, width, init="uniform")
@@ -201,20 +217,19 @@ def bench_one(args, quiet=False):
   def metrics(z):
     return MT.collapse_from_stats(z, lab, MT.class_stats(z, lab, k))
 
-  from dnc_jax.rfm.driver import rfm_layer
-  layer = functools.partial(rfm_layer, kernel="laplace", features="relu", width=width,
-                            weight_init="uniform", num_classes=k, global_mean="sample", batch_size=bs)
+  cfg = drfm.preset_config("reference", width=width, agop=impl)
   xt = x[:1]
 
   stages = {
       "matmul (reference)": (lambda: mm(sq), 2 * 2048**3),
-      "kernel": (lambda: kernel(x), 2 * n * n * d),
-      "solve": (lambda: solve(kmat), n**3 / 3 + 2 * n * n * k),
-      "agop": (lambda: agop(x, alpha), 2 * n * n * k * d + 2 * n * k * d * d + 2 * n * n * d),
-      "sqrt": (lambda: sqrt(m), 11 * d**3),
-      "features": (lambda: feats(x), 2 * n * d * width),
+      "kernel": (lambda: kernel(x), fl["kernel"]),
+      "solve": (lambda: solve(kmat), fl["solve"]),
+      f"agop ({impl})": (lambda: agop(x, alpha, dist), fl["agop"]),
+      "sqrt": (lambda: sqrt(m), fl["sqrt"]),
+      "features": (lambda: feats(x), fl["features"]),
       "metrics x3": (lambda: [metrics(x), metrics(x), metrics(feats(x))], 3 * 6 * n * d),
-      "whole layer": (lambda: layer(x, xt, y, lab, jax.random.key(1), 2.0, 1e-3, 0.05), 0),
+      "whole layer": (lambda: drfm.rfm_layer(x, xt, y, lab, jax.random.key(1), cfg,
+                                             batch_size=bs), 0),
   }
   results = {}
   say = (lambda *a, **kw: None) if quiet else print
@@ -223,11 +238,9 @@ def bench_one(args, quiet=False):
         "÷ matmul = median of per-repeat ratios to a matmul timed just before")
   say(f"{'stage':<20}{'seconds':>10}{'GFLOP':>10}{'GFLOP/s':>10}{'÷ matmul':>10}")
   ref_fn, ref_flops = stages["matmul (reference)"]
-  layer_gflop = sum(f for name, (_, f) in stages.items()
-                    if f and name not in ("matmul (reference)", "whole layer"))
   for name, (fn, flops) in stages.items():
     if name == "whole layer":
-      flops = layer_gflop
+      flops = fl["total"]
     pairs = paired(fn, ref_fn, repeats=args.repeats)
     t = statistics.median(a for a, _ in pairs)
     rate = flops / t / 1e9 if flops else None
@@ -248,7 +261,6 @@ def bench_run(args):
   """A whole Deep RFM run: counted FLOPs ÷ layer-loop time, against a plain matmul."""
   from dnc_jax import data as data_lib
   from dnc_jax.rfm import memory as memory_lib
-  from dnc_jax.rfm import driver as drfm
   extra = {"dim": args.dim} if args.dataset == "synthetic" else {}
   ds = data_lib.load_dataset(args.dataset, n=args.n, n_test=args.n_test, **extra)
   x, xt = ds.x_train.astype(np.float32), ds.x_test.astype(np.float32)
@@ -309,7 +321,6 @@ def bench_run(args):
 def bench_agop_implementations(args):
   """The layer loop with agop='rules' and agop='closed_form', interleaved: medians and NC1."""
   from dnc_jax import data as data_lib
-  from dnc_jax.rfm import driver as drfm
   ds = data_lib.load_dataset(args.dataset, n=args.n, n_test=args.n_test)
   x, xt = ds.x_train.astype(np.float32), ds.x_test.astype(np.float32)
   ref = reference_matmul()
