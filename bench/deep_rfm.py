@@ -35,7 +35,6 @@ wall time), checkpoints, Gram pictures, final KRR, figures, files (the
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics

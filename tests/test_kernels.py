@@ -87,3 +87,19 @@ def test_safe_sqrt_and_laplace_slope_at_zero(x64):
   _, dk = jax.jvp(lambda s: kernels.laplace_from_sq(s, 2.0), (sq,), (jnp.ones_like(sq),))
   r = np.sqrt([0.25, 4.0])
   np.testing.assert_allclose(dk, [0.0, *(-np.exp(-r / 2.0) / (4.0 * r))], rtol=1e-14)
+
+
+@pytest.mark.parametrize("mode,tol", [("highest", 1e-5), ("tf32", 2e-3)])
+def test_frame_distances_match_float64_in_every_matmul_precision(mode, tol):
+  """Class columns in the distance GEMM: ‖q − x_j‖² against float64 NumPy (other centres too)."""
+  from dnc_jax.rfm import kernels
+  rng = np.random.default_rng(3)
+  labels = np.repeat(np.arange(4), 15)
+  x = rng.normal(size=(4, 20))[labels] + 0.3 * rng.normal(size=(60, 20))
+  q = rng.normal(size=(7, 20))
+  frame = kernels.centred_frame(jnp.asarray(x, jnp.float32), jnp.asarray(labels), 4)
+  centre = jnp.asarray([0, 1, 2, 3, 0, 1, 2])
+  got = np.asarray(kernels.frame_sq_distances(frame, jnp.asarray(q, jnp.float32), centre,
+                                              matmul_precision=mode))
+  want = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+  np.testing.assert_allclose(got, want, rtol=tol, atol=tol * want.max())

@@ -47,6 +47,13 @@ def test_auto_agop_takes_the_closed_form_when_it_fits():
   assert memory.plan_layer(n, nt, d, w, k, budget=tight, agop="auto").agop == "rules"
   with pytest.raises(ConfigError, match="agop='rules'"):
     memory.plan_layer(n, nt, d, w, k, budget=tight, agop="closed_form")
+  # A fixed block size is checked against the budget too.
+  assert memory.plan_layer(n, nt, d, w, k, budget=tight, batch_size=64, agop="auto").agop == "rules"
+  assert memory.plan_layer(n, nt, d, w, k, budget=2**40, batch_size=64,
+                           agop="auto").agop == "closed_form"
+  # Room for only a few closed-form rows: the rules, with their larger blocks.
+  few = closed.fixed_bytes + closed.solve_bytes + 4 * closed.per_row_bytes
+  assert memory.plan_layer(n, nt, d, w, k, budget=few, agop="auto").agop == "rules"
 
 
 def test_solve_holds_no_avoidable_n_by_n_copy():

@@ -303,3 +303,23 @@ def test_export_and_docs_commands_end_to_end(tmp_path, monkeypatch):
   acc = res.history[-1]["train_acc"]
   assert f"| tiny | 2 | {acc:.4g} |" in text
   assert report.stale_blocks(text, tmp_path / "docs_runs") == []
+
+
+def test_precision_all_seeds_by_hand():
+  """Around each seed: float32 seed s against float64 seed s, band from the two other seeds."""
+  from dnc_jax.report import precision
+  def run(v):   # one layer; the same value for every metric and representation
+    return {m: {r: [v] for r in precision.REPS} for m in ("nc1", "nc2")}
+  f64, f32 = [1.00, 1.10, 0.95], [1.02, 1.10, 1.20]
+  results = {f"c/float64/s{s}": run(v) for s, v in enumerate(f64)}
+  results.update({f"c/float32/s{s}": run(v) for s, v in enumerate(f32)})
+  out = precision.all_seeds(results, "c")
+  # seed 0: dev 0.02, band max(0.10, 0.05) = 0.10 -> 0.2
+  # seed 1: dev 0, band max(0.1/1.1, 0.15/1.1) -> 0
+  # seed 2: dev 0.25/0.95, band max(0.05/0.95, 0.15/0.95) -> 0.25/0.15
+  per_seed = [0.2, 0.0, 0.25 / 0.15]
+  assert out["outside"] == 6                       # seed 2, all six metric/representation pairs
+  np.testing.assert_allclose(sorted(set(np.round(out["ratios"], 12))), sorted(per_seed))
+  assert out["worst_ratio"] == pytest.approx(0.25 / 0.15)
+  del results["c/float32/s2"]
+  assert precision.all_seeds(results, "c") is None

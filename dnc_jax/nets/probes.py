@@ -320,7 +320,7 @@ def probe_flops(n: int, dims: Sequence[int], num_classes: int) -> float:
   """
   k = int(num_classes)
   d_in, ms = list(dims[:-1]), list(dims[1:])
-  fwd = 2 * n * sum(a * b for a, b in zip(d_in, ms))
+  fwd = n * sum(a * b for a, b in zip(d_in, ms))
   rev = n * k * sum(a * b for a, b in zip(ms[:-1], ms[1:]))
   gram = 0.75 * n * (k * sum(m * m for m in ms[:-1]) + ms[-1] ** 2)
   def nfa(d, m):

@@ -63,9 +63,11 @@ def comparison(results: dict, case: str) -> dict:
 
 
 def all_seeds(results: dict, case: str) -> dict | None:
-  """Seed-0's comparison around every seed ``s`` with float32 seeds 0–2 (``None`` when
-  float32 seeds 1–2 are missing or any run failed): ``ratios`` (dev / band, every
-  layer, metric, representation and seed), ``outside`` (how many exceed 1)."""
+  """:func:`comparison` made around each seed ``s = 0, 1, 2``: float32 seed ``s`` against
+  float64 seed ``s``, the band from the two other float64 seeds (``None`` when a float32
+  or float64 seed is missing or failed). Returns ``ratios`` (dev / band for every layer,
+  metric, representation and seed), ``outside`` (how many exceed 1), ``median_ratio``
+  and ``worst_ratio``."""
   import numpy as np
   tags = [f"{case}/{dt}/s{s}" for dt in ("float32", "float64") for s in range(3)]
   if any(t not in results or "error" in results[t] for t in tags):

@@ -110,8 +110,9 @@ class DeepRFMConfig:
       as matmuls, reusing the ``[N, N]`` distances of the kernel solve),
       ``"rules"`` (``vmap(jacrev)`` of the kernel predictor through its
       derivative rules; :mod:`dnc_jax.rfm.predictor`) or ``"auto"`` (the
-      default: the closed form on one device, the rules on a device mesh, which
-      has no closed form).
+      default: the closed form on one device with the Cholesky solver when its
+      kept distances fit the memory plan, else the rules; always the rules on a
+      device mesh, which has no closed form).
     matmul_precision: ``"highest"`` (default), ``"tf32"`` or ``"bf16"`` for the
       large matmuls (:mod:`dnc_jax.rfm.precision`). TF32 stays within the seed
       spread of the NC curves; bf16 does not past layer ~13 (measurement only).

@@ -118,12 +118,16 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
           file=sys.stderr)
   writer = CheckpointWriter(ckpt)
   # Whatever happens from here on, the last state reaches the disk before the process ends.
+  # The figures' imports (about 0.5 s of matplotlib) overlap the first layer, which is
+  # mostly XLA compiling and computing outside the GIL; the figures phase joins them.
+  imports = threading.Thread(target=_import_figures, name="import-figures", daemon=True)
+  imports.start()
   try:
     result, loop, budget, seconds = _loop(run_cfg, rfm_cfg, clock, ds, x, xt, writer,
                                           resume_state)
     metrics = _metrics(rfm_cfg, config, result, budget, seconds)
     _write(out, run_cfg, rfm_cfg, clock, result, metrics, num_classes=ds.num_classes,
-           n=x.shape[0])
+           n=x.shape[0], imports=imports)
     with clock.phase("checkpoints"):
       writer.wait()   # the last state was written during the final KRR and the figures
     metrics["timing"] = clock.summary(loop.parts(result.final["seconds"]))
@@ -162,9 +166,11 @@ def _config_record(run_cfg, rfm_cfg, ds, x, xt) -> dict:
 
 
 def _import_figures() -> None:
-  from dnc_jax.viz import collapse, style
-  style.pyplot()
-  del collapse
+  # Best effort: if this fails, the figures phase imports (and reports) it again itself.
+  with contextlib.suppress(Exception):
+    from dnc_jax.viz import collapse, style
+    style.pyplot()
+    del collapse
 
 
 def _loop(run_cfg, rfm_cfg, clock, ds, x, xt, writer, resume_state):
@@ -200,9 +206,6 @@ def _loop(run_cfg, rfm_cfg, clock, ds, x, xt, writer, resume_state):
   if devices > 1 or rfm_cfg.solver.method != "cholesky":
     from dnc_jax.rfm import sharded
     mesh = sharded.make_mesh(devices)
-  # The figures' imports (about 0.5 s of matplotlib) happen while the first layer compiles
-  # and computes, which holds no Python lock; the figures phase then only draws.
-  threading.Thread(target=_import_figures, name="import-figures", daemon=True).start()
   t0 = time.perf_counter()
   loop.start = clock.now()
   try:
@@ -260,8 +263,10 @@ def _metrics(rfm_cfg, config, result, budget, seconds) -> dict:
   }
 
 
-def _write(out, run_cfg, rfm_cfg, clock, result, metrics, *, num_classes, n) -> None:
-  """Every file but metrics.json (written last, with the time of everything before it)."""
+def _write(out, run_cfg, rfm_cfg, clock, result, metrics, *, num_classes, n,
+           imports: threading.Thread | None = None) -> None:
+  """Every file but metrics.json (written last, with the time of everything before it);
+  ``imports`` is the thread importing the figures' modules, joined before drawing."""
   from dnc_jax.io import runs
   from dnc_jax.rfm.config import REPRESENTATIONS
   from dnc_jax.viz import collapse as plots
@@ -286,6 +291,8 @@ def _write(out, run_cfg, rfm_cfg, clock, result, metrics, *, num_classes, n) -> 
       runs.write_npz(out / "ms.npz", **{f"layer_{i + 1}": m for i, m in enumerate(result.ms)})
   name = f"{run_cfg.dataset}, n = {n}, {rfm_cfg.features} features, {rfm_cfg.preset} preset"
   with clock.phase("figures"):
+    if imports is not None:
+      imports.join()
     plots.plot_collapse([result.layers], "nc1", out / "nc1")
     plots.plot_collapse([result.layers], "nc2", out / "nc2")
     plots.plot_grams(result.grams, out / "gram", num_classes=num_classes,

@@ -188,7 +188,8 @@ class CentredFrame(NamedTuple):
   with :math:`r = x - \mu_c`. Within a class every term is a product of small
   residuals, so float32 keeps its relative accuracy; across classes the
   distances are large and the expanded form is accurate anyway. The cost is
-  the same single ``[m, d] × [d, N]`` matmul as the plain form.
+  the same single matmul as the plain form (``[m, d + 2K] × [d + 2K, N]``
+  with the class columns of :func:`frame_sq_distances`).
 
   Attributes:
     labels: ``[N]`` class of each training row.

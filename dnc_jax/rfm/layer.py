@@ -51,7 +51,7 @@ def layer_flops(n: int, n_test: int, d: int, num_classes: int, width: int, *,
     with their ``2K`` class columns);
   * ``solve``: :math:`N^3/3 + 2N^2K` (Cholesky and two triangular solves) plus
     :math:`2N^2K + 2N_tNK` (train and test predictions);
-  * ``agop``, ``"rules"``: :math:`2N^2d + 2N^2K` (forward), :math:`2N^2Kd`
+  * ``agop``, ``"rules"``: :math:`2N^2(d + 2K) + 2N^2K` (forward), :math:`2N^2Kd`
     (Jacobians), :math:`2NKd^2` (:math:`J^\top J`); ``"closed_form"``: no
     forward pass (the solve's distances are reused), :math:`2N^2K(d + K)` (the
     Jacobians' sums, class columns included), :math:`2NK^2d` (class-mean
@@ -68,7 +68,8 @@ def layer_flops(n: int, n_test: int, d: int, num_classes: int, width: int, *,
       "solve": n**3 / 3 + 2 * n * n * k + 2 * n * n * k + 2 * nt * n * k,
       "agop": (2 * n * n * k * (d + k) + 2 * n * k * k * d + 2 * n * k * d * d
                if agop == "closed_form" else
-               2 * n * n * d + 2 * n * n * k + 2 * n * n * k * d + 2 * n * k * d * d),
+               2 * n * n * (d + 2 * k) + 2 * n * n * k + 2 * n * n * k * d
+               + 2 * n * k * d * d),
       "sqrt": 11 * d**3,
       "features": 2 * (n + nt) * d * d + 2 * (n + nt) * d * w,
   }

@@ -24,8 +24,8 @@ the rules) and its block size ``B`` so the estimate fits the budget, and refuses
 (with the fix) a problem whose ``[N, N]`` phase alone does not fit. The estimate
 is an upper bound of XLA's own buffer assignment
 (``compiled.memory_analysis()``: arguments + outputs + temporaries) within
-1.05–1.65× for the rules and 1.1–1.85× for the closed form on seven shapes
-measured (N 1000–4000, d 32–1024, D 64–1024; ``tests/test_memory.py``).
+1.05–1.65× for the rules on seven shapes and 1.1–2.1× for the closed form on ten
+(N 1000–4000, d 32–1024, D 64–1024; ``tests/test_memory.py`` checks three).
 """
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ GiB = 2**30
 # cache locality; an accelerator keeps gaining from larger GEMMs up to thousands.
 MAX_BLOCK_ROWS = {"cpu": 256}
 MAX_BLOCK_ROWS_ACCELERATOR = 4096
+# Fewer rows per block than this and the closed form's products are too thin to pay for
+# its kept distances: "auto" then takes the rules.
+_MIN_CLOSED_FORM_ROWS = 32
 # Leave room for the runtime, the host copy of the data and fragmentation.
 _USABLE_FRACTION = 0.8
 
@@ -173,10 +176,16 @@ def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
   """
   if agop == "auto":
     try:
-      return plan_layer(n, n_test, d, width, num_classes, itemsize=itemsize, budget=budget,
+      plan = plan_layer(n, n_test, d, width, num_classes, itemsize=itemsize, budget=budget,
                         batch_size=batch_size, backend=backend, agop="closed_form")
     except ConfigError:
-      agop = "rules"
+      plan = None
+    # The closed form only when it fits the budget with blocks large enough to be GEMMs
+    # (a fixed block size is not checked against the budget above).
+    if (plan is not None and plan.estimate_bytes <= budget
+        and plan.batch_size >= min(n, _MIN_CLOSED_FORM_ROWS)):
+      return plan
+    agop = "rules"
   fixed, solve, per_row = layer_bytes(n, n_test, d, width, num_classes, itemsize=itemsize,
                                       agop=agop)
   overlap = agop != "closed_form"
@@ -185,11 +194,13 @@ def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
     agop_room = room if overlap else room - solve
     if solve > room or per_row > agop_room:
       need = fixed + (max(solve, per_row) if overlap else solve + per_row)
-      fix = ("agop='rules' (bin/deep_rfm: --agop rules), which needs about N² floats less, "
+      fix = ("agop='rules' (bin/deep_rfm: --agop rules), which does not keep the distances, "
              if agop == "closed_form" else "")
+      what = ("the [N, N] kernel matrix, its factor and the distances kept for the AGOP"
+              if agop == "closed_form" else "the [N, N] kernel matrix and its factor")
       raise ConfigError(
-          f"a Deep RFM layer with N = {n} training rows needs about {format_bytes(need)} (the "
-          f"[N, N] kernel matrix and its factor) but the budget is {format_bytes(budget)}; "
+          f"a Deep RFM layer with N = {n} training rows needs about {format_bytes(need)} "
+          f"({what}) but the budget is {format_bytes(budget)}; "
           f"use {fix}fewer rows, the matrix-free solver over devices (SolverConfig(method='cg') "
           "on a mesh), or raise memory_gb if the machine has more free (bin/deep_rfm: --n, "
           "--solver cg --devices D, --memory-gb)")

@@ -262,13 +262,14 @@ def closed_form_agop_sum(x_train: jax.Array, alpha: jax.Array, x: jax.Array | No
        - \textstyle\sum_j C_{bj}\,\alpha_j (M x_j)^\top\Big),
 
   both sums one ``[B, N] × [N, K (d + 1)]`` product of the block's
-  :math:`C_{bj}` with the rows :math:`\alpha_{jk} (M x_j, 1)` built once; then
+  :math:`C_{bj}` with the rows :math:`\alpha_{jk} (M x_j, 1)` built once
+  (``[N, K (d + K)]`` with a frame: residuals and one-hot classes); then
   ``Σ_b J_bᵀJ_b``.
   With a centred ``frame`` the differences :math:`x_b - x_j` are taken as
   residuals and class-mean differences (as in :func:`frame_row_sq_distances`), so
   collapsed classes keep their float32 accuracy. Memory: the ``[N, K (d + K)]``
-  weighted rows, and ``[B, N]`` and ``[B, K, d + K]`` per block; traceable (no
-  ``jit`` here).
+  weighted rows, and ``[B, N]``, ``[B, K, d + K]`` and (with a frame) ``[B, K, d]``
+  per block; traceable (no ``jit`` here).
 
   Args:
     x_train: ``[N, d]`` centres ``x_j``.

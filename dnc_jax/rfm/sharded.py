@@ -334,7 +334,7 @@ class MeshPlacement:
                         "or one device with the Cholesky solver")
     if config.agop == "closed_form":
       raise ConfigError(f"agop={config.agop!r} is available on one device with the Cholesky "
-                        "solver only; use agop='rules' on a mesh")
+                        "solver only; use agop='rules' or 'auto' on a mesh")
     if tuple(mesh.axis_names) != (AXIS,):
       raise ConfigError(f"the mesh must be 1-D with axis {AXIS!r}, got axes {mesh.axis_names}; "
                         "build it with dnc_jax.rfm.sharded.make_mesh")
