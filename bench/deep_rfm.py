@@ -211,6 +211,10 @@ def bench_one(args, quiet=False):
   sqrt = MT.psd_sqrt
   params = F.init_features(jax.random.key(0), "relu", d, width, init="uniform")
   feats = jax.jit(lambda z: F.apply_features(params, z, "relu"))
+  root = sqrt(m)
+  # The layer's projection X M^{1/2} and its features, as layer_flops counts them (N_t = 1).
+  project = jax.jit(lambda z, z1, r: (F.apply_features(params, jnp.matmul(z, r, precision=H), "relu"),
+                                      F.apply_features(params, jnp.matmul(z1, r, precision=H), "relu")))
 
   @jax.jit
   def metrics(z):
@@ -225,7 +229,7 @@ def bench_one(args, quiet=False):
       "solve": (lambda: solve(kmat), fl["solve"]),
       f"agop ({impl})": (lambda: agop(x, alpha, dist), fl["agop"]),
       "sqrt": (lambda: sqrt(m), fl["sqrt"]),
-      "features": (lambda: feats(x), fl["features"]),
+      "features": (lambda: project(x, x[:1], root), fl["features"]),
       "metrics x3": (lambda: [metrics(x), metrics(x), metrics(feats(x))], 3 * 6 * n * d),
       "whole layer": (lambda: drfm.rfm_layer(x, xt, y, lab, jax.random.key(1), cfg,
                                              batch_size=bs), 0),
