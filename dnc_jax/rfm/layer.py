@@ -180,13 +180,12 @@ def rfm_layer(x: jax.Array, x_test: jax.Array, y: jax.Array, labels: jax.Array, 
 def _rfm_layer(x, x_test, y, labels, key, bandwidth, ridge, sigma, *, options: LayerOptions,
                batch_size: int):
   # Bandwidth, ridge and sigma stay traced: a sweep over them compiles once per shape.
-  config = options
   num_classes = y.shape[1]
   x = normalise_rows(x)
   xt = normalise_rows(x_test)
   frame = kernels_lib.centred_frame(x, labels, num_classes)
-  mp, kernel = config.matmul_precision, config.kernel
-  if config.agop == "closed_form":
+  mp, kernel = options.matmul_precision, options.kernel
+  if options.agop == "closed_form":
     # The solve's [N, N] distances serve the Jacobians too: no second distance pass.
     alpha, ok, train_pred, test_pred, sq = _fit_predict(x, y, xt, frame, bandwidth, ridge,
                                                         kernel, mp, return_sq=True)
@@ -202,14 +201,14 @@ def _rfm_layer(x, x_test, y, labels, key, bandwidth, ridge, sigma, *, options: L
   root = metrics_lib.psd_sqrt(m)
   xa = precision_lib.matmul(x, root, mp)
   xta = precision_lib.matmul(xt, root, mp)
-  params = features_lib.init_features(key, config.features, x.shape[1],
-                                      config.width or x.shape[1], init=config.weight_init,
+  params = features_lib.init_features(key, options.features, x.shape[1],
+                                      options.width or x.shape[1], init=options.weight_init,
                                       sigma=sigma, dtype=x.dtype)
-  xn = features_lib.apply_features(params, xa, config.features, matmul_precision=mp)
-  xtn = features_lib.apply_features(params, xta, config.features, matmul_precision=mp)
+  xn = features_lib.apply_features(params, xa, options.features, matmul_precision=mp)
+  xtn = features_lib.apply_features(params, xta, options.features, matmul_precision=mp)
 
   def collapse(z):
-    st = metrics_lib.class_stats(z, labels, num_classes, config.global_mean)
+    st = metrics_lib.class_stats(z, labels, num_classes, options.global_mean)
     return metrics_lib.collapse_from_stats(z, labels, st)
 
   mets = {"input": collapse(x), "agop": collapse(xa), "features": collapse(xn)}

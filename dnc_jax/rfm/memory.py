@@ -169,7 +169,8 @@ def plan_layer(n: int, n_test: int, d: int, width: int, num_classes: int, *,
     backend: ``"cpu"``, ``"gpu"``, ... (default: JAX's default backend); sets
       the largest useful block.
     agop: ``"rules"``, ``"closed_form"`` or ``"auto"`` (the closed form when it
-      fits the budget, else the rules, which need about ``N²`` floats less).
+      fits the budget with blocks of at least 32 rows, else the rules, which keep
+      no distances beside the solve).
 
   Raises:
     ConfigError: when the ``[N, N]`` phase alone exceeds the budget.

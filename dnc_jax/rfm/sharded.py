@@ -213,9 +213,9 @@ def sharded_collapse(z, labels, w, *, num_classes: int, global_mean: str, n_tota
 
 
 def _layer_body(x, xt, y, labels, valid, valid_t, params, bandwidth, ridge, *,
-                config: LayerOptions, batch_size, n_valid, solver, cg, last):
+                options: LayerOptions, batch_size, n_valid, solver, cg, last):
   """One layer on this device's rows (inside ``shard_map`` over ``AXIS``)."""
-  kernel, features, global_mean = config.kernel, config.features, config.global_mean
+  kernel, features, global_mean = options.kernel, options.features, options.global_mean
   num_classes = y.shape[1]
   dtype = x.dtype
   n_loc = x.shape[0]
@@ -298,12 +298,12 @@ _REP = P()
     "mesh", "options", "batch_size", "n_valid", "solver", "cg", "last"))
 def _sharded_layer(x, xt, y, labels, valid, valid_t, key, bandwidth, ridge, sigma, *, mesh,
                    options: LayerOptions, batch_size, n_valid, solver, cg, last=False):
-  config = options
   # The random weights are drawn once, outside the per-device body, and
   # replicated: every device applies the same Φ_l.
-  params = features_lib.init_features(key, config.features, x.shape[1], config.width or x.shape[1],
-                                      init=config.weight_init, sigma=sigma, dtype=x.dtype)
-  body = functools.partial(_layer_body, config=options, batch_size=batch_size, n_valid=n_valid,
+  params = features_lib.init_features(key, options.features, x.shape[1],
+                                      options.width or x.shape[1], init=options.weight_init,
+                                      sigma=sigma, dtype=x.dtype)
+  body = functools.partial(_layer_body, options=options, batch_size=batch_size, n_valid=n_valid,
                            solver=solver, cg=cg, last=last)
   in_specs = (_ROW2, _ROW2, _ROW2, _ROW, _ROW, _ROW, _REP, _REP, _REP)
   info_specs = (_REP, _REP, _REP)
