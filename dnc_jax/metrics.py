@@ -230,6 +230,23 @@ def covariance_traces(x, labels, *, num_classes: int, global_mean: str = "sample
   return {k: m[k] for k in ("tr_w", "tr_b", "tr_t", "tr_w_over_t", "tr_b_over_t")}
 
 
+def gram_order(labels, *, num_classes: int, per_class: int | None = None) -> np.ndarray:
+  """Row indices of a Gram picture: by class (stable), the first ``per_class`` of each."""
+  lab = np.asarray(labels)
+  order = np.argsort(lab, kind="stable")
+  if per_class is not None:
+    order = np.concatenate([order[lab[order] == c][:per_class] for c in range(num_classes)])
+  return order
+
+
+@jax.jit
+def _gram_rows(x, order):
+  # One program per shape: op by op, the picture compiled a dozen small programs per shape.
+  xs = x[order] - jnp.mean(x, axis=0)
+  xs = xs / jnp.linalg.norm(xs, axis=1, keepdims=True)
+  return jnp.matmul(xs, xs.T, precision=HIGHEST)
+
+
 def gram_picture(x, labels, *, num_classes: int, per_class: int | None = None):
   """Fig. 1's Gram matrix: rows centred by the sample mean, unit-normalised.
 
@@ -243,14 +260,8 @@ def gram_picture(x, labels, *, num_classes: int, per_class: int | None = None):
     ``(gram [m, m], labels [m])`` with rows ordered by class; collapsed data give
     +1 within a class and -1/(K-1) across classes.
   """
-  lab = np.asarray(labels)
-  order = np.argsort(lab, kind="stable")
-  if per_class is not None:
-    order = np.concatenate([order[lab[order] == c][:per_class] for c in range(num_classes)])
-  xc = jnp.asarray(x) - jnp.mean(jnp.asarray(x), axis=0)
-  xs = xc[order]
-  xs = xs / jnp.linalg.norm(xs, axis=1, keepdims=True)
-  return jnp.matmul(xs, xs.T, precision=HIGHEST), lab[order]
+  order = gram_order(labels, num_classes=num_classes, per_class=per_class)
+  return _gram_rows(jnp.asarray(x), jnp.asarray(order)), np.asarray(labels)[order]
 
 
 def _same_shape(a, b):

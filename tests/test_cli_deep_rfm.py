@@ -145,3 +145,44 @@ def test_auto_precision_is_float32_with_a_ridge_and_float64_ridgeless(tmp_path):
   run_cfg, _ = cli.parse(["--out", str(tmp_path / "d"), "--preset", "paper", "--precision",
                           "float32"])
   assert not run_cfg.x64
+
+
+def test_figures_drawn_during_final_krr_and_only_kept_on_success(tmp_path, capsys, monkeypatch):
+  """The figures are drawn in a thread while the final KRR runs, from the last layer's
+  state (its Gram pictures include the final representation's); they reach the
+  folder only when the run succeeds, and equal what the main thread draws."""
+  import threading
+  import numpy as np
+  from dnc_jax.rfm import driver, krr
+  from dnc_jax.viz import collapse as plots
+  seen = []
+  final = driver.OneDevice.final
+
+  def watched(self, *args, **kwargs):
+    seen.append(sorted(t.name for t in threading.enumerate()))
+    return final(self, *args, **kwargs)
+
+  monkeypatch.setattr(driver.OneDevice, "final", watched)
+  argv = ["--n", "200", "--n-test", "40", "--depth", "2", "--width", "32", "--no-progress"]
+  out = tmp_path / "ok"
+  assert _run(argv + ["--out", str(out)], capsys)[0] == 0
+  assert "draw-figures" in seen[0]
+  drawn = {name: (out / name).read_bytes() for name in ("nc1.png", "nc2.png", "gram.png")}
+  # Drawn again in the main thread from the result: the same pictures.
+  metrics = json.loads((out / "metrics.json").read_text())
+  g = np.load(out / "grams.npz")
+  grams = {int(k.split("_")[1]): (g[k], g[f"labels_{k.split('_')[1]}"])
+           for k in g.files if k.startswith("layer_")}
+  assert sorted(grams) == [1, 3]          # gram layers 1 and depth + 1
+  again = {}
+  plots.plot_collapse([metrics["layers"]], "nc1", out / "nc1", into=again)
+  assert again[str(out / "nc1.png")] == drawn["nc1.png"]
+
+  def fail(self, *args, **kwargs):
+    raise krr.solve_error(0.0, 200, "final KRR", dtype=np.float32)
+
+  monkeypatch.setattr(driver.OneDevice, "final", fail)
+  bad = tmp_path / "bad"
+  code, _, err = _run(argv + ["--out", str(bad)], capsys)
+  assert code != 0 and "final KRR" in err
+  assert not any(bad.glob("*.png")) and not (bad / "metrics.json").exists()

@@ -323,7 +323,7 @@ def _drawn(monkeypatch):
   """Patches plots.save_figure to keep what each figure shows instead of writing it."""
   seen = []
 
-  def capture(fig, path, formats=("png",)):
+  def capture(fig, path, formats=("png",), **_):
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     ax = fig.axes[0]

@@ -223,6 +223,16 @@ def _check_range(config: DeepRFMConfig, dtype) -> None:
                         "float64)")
 
 
+_normalised = jax.jit(normalise_rows)
+
+
+@jax.jit
+def _gram_inputs(x, root):
+  """``(X_l, X_l M^{1/2})`` with ``X_l`` row-normalised, for a Gram layer's two pictures."""
+  xs = normalise_rows(x)
+  return xs, jnp.matmul(xs, root, precision=HIGHEST)
+
+
 def _record(layer, out, extra, *, seconds, placement, labels, labels_test, dims) -> dict:
   """One layer's record (the order of its keys is the order of metrics.csv's columns)."""
   n, n_test, d_in, d_out, k = dims
@@ -303,12 +313,15 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
                      labels=labels_np, labels_test=labels_test,
                      dims=(n, n_test, x.shape[1], int(x_next.shape[1]), num_classes))
     if layer in config.gram_layers:
-      xs = normalise_rows(x)
-      grams[layer] = place.gram(xs, labels_np, num_classes, per_class)
       # The layer's own root: a second eigh here cost as much as the rest of the picture.
       root = metrics_lib.psd_sqrt(out.m) if out.root is None else out.root
-      xa = jnp.matmul(xs, root, precision=HIGHEST)
+      xs, xa = _gram_inputs(x, root)
+      grams[layer] = place.gram(xs, labels_np, num_classes, per_class)
       grams_agop[layer] = place.gram(xa, labels_np, num_classes, per_class)
+    if layer == config.depth:
+      # The final representation's picture is in the last state, so that a caller can
+      # draw every figure while the final KRR runs.
+      grams[layer + 1] = place.gram(_normalised(x_next), labels_np, num_classes, per_class)
     if ms is not None:
       ms.append(place.host(out.m))
     layers.append(record)
@@ -319,12 +332,13 @@ def deep_rfm(x, labels, config: DeepRFMConfig | None = None, *, key: jax.Array,
     if callback is not None:
       callback(record)
 
+  if config.depth + 1 not in grams:   # resumed from a state saved before this picture existed
+    grams[config.depth + 1] = place.gram(_normalised(x), labels_np, num_classes, per_class)
   t0 = time.perf_counter()
   train_pred, test_pred, extra = place.final(x, x_test, y, lab, config)
   final = {"train_acc": _accuracy(place.host(train_pred, n), labels_np),
            "test_acc": _accuracy(place.host(test_pred, n_test), labels_test),
            "seconds": time.perf_counter() - t0, **extra}
-  grams[config.depth + 1] = place.gram(normalise_rows(x), labels_np, num_classes, per_class)
   return DeepRFMResult(layers, final, ms, grams, grams_agop)
 
 

@@ -117,17 +117,13 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
           "past layer ~18 (docs/numerics.md); --precision auto runs it in float64",
           file=sys.stderr)
   writer = CheckpointWriter(ckpt)
+  drawer = _FigureDrawer(out, run_cfg, rfm_cfg, num_classes=ds.num_classes, n=x.shape[0])
   # Whatever happens from here on, the last state reaches the disk before the process ends.
-  # The figures' imports (about 0.5 s of matplotlib) overlap the first layer, which is
-  # mostly XLA compiling and computing outside the GIL; the figures phase joins them.
-  imports = threading.Thread(target=_import_figures, name="import-figures", daemon=True)
-  imports.start()
   try:
     result, loop, budget, seconds = _loop(run_cfg, rfm_cfg, clock, ds, x, xt, writer,
-                                          resume_state)
+                                          resume_state, on_last=drawer.start)
     metrics = _metrics(rfm_cfg, config, result, budget, seconds)
-    _write(out, run_cfg, rfm_cfg, clock, result, metrics, num_classes=ds.num_classes,
-           n=x.shape[0], imports=imports)
+    _write(out, clock, result, metrics, drawer)
     with clock.phase("checkpoints"):
       writer.wait()   # the last state was written during the final KRR and the figures
     metrics["timing"] = clock.summary(loop.parts(result.final["seconds"]))
@@ -165,16 +161,57 @@ def _config_record(run_cfg, rfm_cfg, ds, x, xt) -> dict:
   }
 
 
-def _import_figures() -> None:
-  # Best effort: if this fails, the figures phase imports (and reports) it again itself.
-  with contextlib.suppress(Exception):
-    from dnc_jax.viz import collapse, style
-    style.pyplot()
-    del collapse
+class _FigureDrawer:
+  """Draws the run's figures into memory in a thread while the final KRR runs.
+
+  Matplotlib (import and drawing, about 0.8 s of one core) then overlaps the
+  final KRR, which computes in XLA outside the GIL, instead of following it; the
+  files are written only once the run has succeeded (:meth:`files`).
+  """
+
+  def __init__(self, out, run_cfg, rfm_cfg, *, num_classes: int, n: int):
+    self.out, self.num_classes = out, num_classes
+    self.name = f"{run_cfg.dataset}, n = {n}, {rfm_cfg.features} features, {rfm_cfg.preset} preset"
+    self.depth = rfm_cfg.depth
+    self.thread, self.drawn, self.error = None, None, None
+
+  def draw(self, layers, grams, grams_agop) -> dict:
+    """``{path: bytes}`` of nc1.png, nc2.png, gram.png and gram_agop.png."""
+    from dnc_jax.viz import collapse as plots
+    files = {}
+    plots.plot_collapse([layers], "nc1", self.out / "nc1", into=files)
+    plots.plot_collapse([layers], "nc2", self.out / "nc2", into=files)
+    plots.plot_grams(grams, self.out / "gram", num_classes=self.num_classes, into=files,
+                     title=f"Gram matrices of X_l ({self.name}; layer {self.depth + 1} = final)")
+    if grams_agop:
+      plots.plot_grams(grams_agop, self.out / "gram_agop", num_classes=self.num_classes,
+                       into=files, title=f"Gram matrices of X_l M_l^1/2 ({self.name})")
+    return files
+
+  def start(self, state) -> None:
+    """Starts drawing from the last layer's state (its records and Gram pictures)."""
+
+    def work():
+      try:
+        self.drawn = self.draw(state.layers, state.grams, state.grams_agop)
+      except Exception as e:   # noqa: BLE001 - drawn again, and raised, by files()
+        self.error = e
+
+    self.thread = threading.Thread(target=work, name="draw-figures", daemon=True)
+    self.thread.start()
+
+  def files(self, result) -> dict:
+    """The drawn figures of ``result``: the thread's, or drawn now (no thread, or it failed)."""
+    if self.thread is not None:
+      self.thread.join()
+      if self.error is None:
+        return self.drawn
+    return self.draw(result.layers, result.grams, result.grams_agop)
 
 
-def _loop(run_cfg, rfm_cfg, clock, ds, x, xt, writer, resume_state):
-  """The driver's layer loop with checkpoints, progress and interrupts at layer boundaries."""
+def _loop(run_cfg, rfm_cfg, clock, ds, x, xt, writer, resume_state, *, on_last=None):
+  """The driver's layer loop with checkpoints, progress and interrupts at layer boundaries;
+  ``on_last`` gets the last layer's state."""
   import jax
   from dnc_jax.io import runs
   from dnc_jax.rfm import driver, memory
@@ -189,6 +226,8 @@ def _loop(run_cfg, rfm_cfg, clock, ds, x, xt, writer, resume_state):
     t = clock.now()
     writer.submit(st)   # written while the next layer computes
     loop.checkpoints.append((t, clock.now()))
+    if on_last is not None and st.layer == rfm_cfg.depth:
+      on_last(st)
 
   def callback(rec):
     loop.records.append(rec)
@@ -263,10 +302,8 @@ def _metrics(rfm_cfg, config, result, budget, seconds) -> dict:
   }
 
 
-def _write(out, run_cfg, rfm_cfg, clock, result, metrics, *, num_classes, n,
-           imports: threading.Thread | None = None) -> None:
-  """Every file but metrics.json (written last, with the time of everything before it);
-  ``imports`` is the thread importing the figures' modules, joined before drawing."""
+def _write(out, clock, result, metrics, drawer: _FigureDrawer) -> None:
+  """Every file but metrics.json (written last, with the time of everything before it)."""
   from dnc_jax.io import runs
   from dnc_jax.rfm.config import REPRESENTATIONS
   from dnc_jax.viz import collapse as plots
@@ -289,17 +326,8 @@ def _write(out, run_cfg, rfm_cfg, clock, result, metrics, *, num_classes, n,
                    **{f"agop_labels_{l}": lab for l, (_, lab) in grams_agop.items()})
     if result.ms is not None:
       runs.write_npz(out / "ms.npz", **{f"layer_{i + 1}": m for i, m in enumerate(result.ms)})
-  name = f"{run_cfg.dataset}, n = {n}, {rfm_cfg.features} features, {rfm_cfg.preset} preset"
   with clock.phase("figures"):
-    if imports is not None:
-      imports.join()
-    plots.plot_collapse([result.layers], "nc1", out / "nc1")
-    plots.plot_collapse([result.layers], "nc2", out / "nc2")
-    plots.plot_grams(result.grams, out / "gram", num_classes=num_classes,
-                     title=f"Gram matrices of X_l ({name}; layer {rfm_cfg.depth + 1} = final)")
-    if grams_agop:
-      plots.plot_grams(grams_agop, out / "gram_agop", num_classes=num_classes,
-                       title=f"Gram matrices of X_l M_l^1/2 ({name})")
+    plots.write_figures(drawer.files(result))
 
 
 def check_out(run_cfg: RunConfig) -> pathlib.Path:

@@ -414,9 +414,7 @@ class MeshPlacement:
 
   def gram(self, z, labels, num_classes, per_class):
     """Fig. 1's Gram picture of sharded rows ``z``: only the chosen rows come to the host."""
-    order = np.argsort(labels, kind="stable")
-    if per_class is not None:
-      order = np.concatenate([order[labels[order] == c][:per_class] for c in range(num_classes)])
+    order = metrics_lib.gram_order(labels, num_classes=num_classes, per_class=per_class)
     mean = jnp.sum(z[:self.n], axis=0) / self.n          # the sample mean of ALL rows
     zs = z[jnp.asarray(order)] - mean
     zs = zs / jnp.linalg.norm(zs, axis=1, keepdims=True)

@@ -44,10 +44,13 @@ def legend_outside(ax, **kwargs):
 
 
 def save_figure(fig, path, formats: Sequence[str] = ("png",), *,
-                dpi: float | None = None) -> list[str]:
+                dpi: float | None = None, into: dict | None = None) -> list[str]:
   """Saves ``fig`` atomically under ``path`` with each suffix in ``formats``.
 
   ``dpi``: the resolution of raster formats (``None``: :data:`dnc_jax.viz.style.RC`'s).
+  ``into``: a dict that receives ``{path: encoded bytes}`` instead of the files
+  being written (a caller that draws ahead writes them with :func:`write_figures`
+  once it knows they are wanted).
   """
   import io
   written = []
@@ -56,13 +59,24 @@ def save_figure(fig, path, formats: Sequence[str] = ("png",), *,
     p = pathlib.Path(path).with_suffix("." + fmt)
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, bbox_inches="tight", **options)
-    atomic_write_bytes(p, buf.getvalue())
+    if into is None:
+      atomic_write_bytes(p, buf.getvalue())
+    else:
+      into[str(p)] = buf.getvalue()
     written.append(str(p))
   return written
 
 
+def write_figures(files: dict) -> list[str]:
+  """Writes the ``{path: bytes}`` that :func:`save_figure` put ``into`` a dict (atomically)."""
+  for p, data in files.items():
+    atomic_write_bytes(p, data)
+  return list(files)
+
+
 def plot_collapse(runs: Sequence[list], metric: str, path, *, title: str | None = None,
-                  band_floor: float = 0.1, formats: Sequence[str] = ("png",)) -> list[str]:
+                  band_floor: float = 0.1, formats: Sequence[str] = ("png",),
+                  into: dict | None = None) -> list[str]:
   """NC1/NC2 against layer, one curve per representation, mean ± 1 sd over runs.
 
   Args:
@@ -72,6 +86,7 @@ def plot_collapse(runs: Sequence[list], metric: str, path, *, title: str | None 
     title: figure title (default: the metric's convention).
     band_floor: the lower band edge is at least ``band_floor × mean`` (log axes).
     formats: file formats.
+    into: as :func:`save_figure`.
   """
   plt = style.pyplot()
   fig, ax = plt.subplots(figsize=(4.8, 3.4))
@@ -92,19 +107,20 @@ def plot_collapse(runs: Sequence[list], metric: str, path, *, title: str | None 
   ax.set_title((title or TITLES[metric]) + note)
   ax.grid(True, which="both", alpha=0.3)
   legend_outside(ax)
-  out = save_figure(fig, path, formats)
+  out = save_figure(fig, path, formats, into=into)
   plt.close(fig)
   return out
 
 
 def plot_grams(grams: dict, path, *, num_classes: int, title: str = "",
-               formats: Sequence[str] = ("png",)) -> list[str]:
+               formats: Sequence[str] = ("png",), into: dict | None = None) -> list[str]:
   """Gram pictures (rows centred, unit-normalised, ordered by class) per layer.
 
   Args:
     grams: ``{layer: (gram [m, m], labels [m])}``.
     path: output path without suffix.
     num_classes: ``K`` (named in the title: collapsed classes give -1/(K-1) across).
+    into: as :func:`save_figure`.
   """
   plt = style.pyplot()
   layers = sorted(grams)
@@ -119,6 +135,6 @@ def plot_grams(grams: dict, path, *, num_classes: int, title: str = "",
   fig.colorbar(im, ax=list(axes[0]), fraction=0.02, pad=0.02)
   fig.suptitle(title or "Gram matrix of centred, normalised data (ordered by class); "
                f"collapse: +1 within, {-1 / (num_classes - 1):.2f} across", fontsize=9)
-  out = save_figure(fig, path, formats)
+  out = save_figure(fig, path, formats, into=into)
   plt.close(fig)
   return out
