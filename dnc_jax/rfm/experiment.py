@@ -320,7 +320,8 @@ def _write(out, clock, result, metrics, drawer: _FigureDrawer) -> None:
       row.update(train_acc=rec["train_acc"], test_acc=rec["test_acc"], seconds=rec["seconds"])
       rows.append(row)
     runs.write_csv(out / "metrics.csv", rows)
-    runs.write_npz(out / "grams.npz", **{f"layer_{l}": g for l, (g, _) in result.grams.items()},
+    # Uncompressed: zlib saved a fifth of the size for 0.15 s per run (Gram values barely compress).
+    runs.write_npz_uncompressed(out / "grams.npz", **{f"layer_{l}": g for l, (g, _) in result.grams.items()},
                    **{f"labels_{l}": lab for l, (_, lab) in result.grams.items()},
                    **{f"agop_layer_{l}": g for l, (g, _) in grams_agop.items()},
                    **{f"agop_labels_{l}": lab for l, (_, lab) in grams_agop.items()})
