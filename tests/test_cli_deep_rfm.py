@@ -153,7 +153,8 @@ def test_figures_drawn_during_final_krr_and_only_kept_on_success(tmp_path, capsy
   folder only when the run succeeds, and equal what the main thread draws."""
   import threading
   import numpy as np
-  from dnc_jax.rfm import driver, krr
+  import pathlib
+  from dnc_jax.rfm import driver, experiment, krr
   from dnc_jax.viz import collapse as plots
   seen = []
   final = driver.OneDevice.final
@@ -182,7 +183,19 @@ def test_figures_drawn_during_final_krr_and_only_kept_on_success(tmp_path, capsy
     raise krr.solve_error(0.0, 200, "final KRR", dtype=np.float32)
 
   monkeypatch.setattr(driver.OneDevice, "final", fail)
+  draws = []
+  draw = experiment._FigureDrawer.draw
+
+  def recorded(self, *args):
+    files = draw(self, *args)
+    draws.append((threading.current_thread().name, sorted(files)))
+    return files
+
+  monkeypatch.setattr(experiment._FigureDrawer, "draw", recorded)
   bad = tmp_path / "bad"
   code, _, err = _run(argv + ["--out", str(bad)], capsys)
   assert code != 0 and "final KRR" in err
+  # The thread drew all four figures (and was waited for), yet none reached the folder.
+  assert [(name, [pathlib.Path(p).name for p in files]) for name, files in draws] == [
+      ("draw-figures", ["gram.png", "gram_agop.png", "nc1.png", "nc2.png"])]
   assert not any(bad.glob("*.png")) and not (bad / "metrics.json").exists()

