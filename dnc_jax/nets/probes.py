@@ -74,9 +74,14 @@ CONVENTIONS = {
 
 def default_probe_batch_size(n: int, k: int, widths: Sequence[int], *, itemsize: int = 4) -> int:
   """Points per Jacobian block: the ``[b, K, m_l]`` cotangents of all layers (×3 for
-  temporaries) in 512 MiB, and at least 64 rows so that the products stay large."""
+  temporaries) in 512 MiB, and at least 64 rows so that the products stay large.
+
+  At most 256 points on a CPU, where smaller blocks made the probe faster (their
+  ``[256 K, m]`` operands stay in cache; docs/performance.md), 2,048 on an accelerator.
+  """
   per_row = 3 * k * sum(widths) + 2 * max(widths)
-  return max(min(n, 64), default_batch_size(n, per_row, itemsize=itemsize, max_rows=2048))
+  max_rows = 256 if jax.default_backend() == "cpu" else 2048
+  return max(min(n, 64), default_batch_size(n, per_row, itemsize=itemsize, max_rows=max_rows))
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "batch_size"))
