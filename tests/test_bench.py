@@ -22,3 +22,18 @@ def test_per_stage_bench_runs_every_stage(agop, tmp_path):
                       "features", "metrics x3", "whole layer"}
   assert all(v["seconds"] > 0 for v in out.values())
   assert (tmp_path / "stages.json").exists()
+
+
+def test_whole_run_bench_reports_both_references(tmp_path, monkeypatch):
+  """--run: the loop's FLOP rate against the burst and the sustained reference matmul."""
+  mod = _load("deep_rfm")
+  monkeypatch.setattr(mod, "REF_SHAPE", "[256, 256] x [256, 256]")
+  real = mod.reference_matmul
+  monkeypatch.setattr(mod, "reference_matmul", lambda size=2048, **kw: real(256, **kw))
+  out = mod.main(["--run", "--dataset", "digits", "--n", "200", "--n-test", "50", "--depth", "2",
+                  "--width", "32", "--command-runs", "0", "--json", str(tmp_path / "run.json")])
+  run = out["compiled"]
+  assert len(run["matmul_sustained_gflops"]) == len(run["matmul_gflops"]) == 3
+  med = sorted(run["matmul_sustained_gflops"])[1]
+  assert run["ratio_to_sustained_matmul"] == pytest.approx(run["gflops"] / med)
+  assert run["gflops"] == pytest.approx(run["gflop"] / run["loop_seconds"])
