@@ -38,6 +38,17 @@ from dnc_jax.io import runs  # noqa: E402
 from dnc_jax.nets import train as train_lib  # noqa: E402
 
 
+def epoch_flops(n_sgd: int, n_eval: int, dims) -> float:
+  """FLOPs (2 per multiply-add) of one epoch of an MLP with layer sizes ``dims``.
+
+  The SGD pass over ``n_sgd`` points runs each layer's product forward, for the weight
+  gradient and (all but the first layer) for the input gradient; the evaluation runs
+  ``n_eval`` points forward.
+  """
+  macs = [a * b for a, b in zip(dims[:-1], dims[1:])]
+  return 2.0 * (n_sgd * (3 * sum(macs) - macs[0]) + n_eval * sum(macs))
+
+
 def _time(fn) -> float:
   t = time.perf_counter()
   jax.block_until_ready(fn())
@@ -97,6 +108,7 @@ def main(argv=None):
   for fn in (mm, sgd_pass, epoch, probe):   # compile
     _time(fn)
   flops = probes.probe_flops(args.n, [784] + [512] * 5, k)
+  e_flops = epoch_flops(nb * b, args.n + args.n_test, [784] + [512] * 5 + [k])
   rounds = []
   for _ in range(args.rounds):
     r = {"matmul_s": _time(mm), "sgd_pass_s": _time(sgd_pass), "epoch_s": _time(epoch),
@@ -120,11 +132,19 @@ def main(argv=None):
       "probe_over_epoch": med(lambda r: r["probe_s"] / r["epoch_s"]),
       "probe_over_sgd_pass": med(lambda r: r["probe_s"] / r["sgd_pass_s"]),
       "probe_rate_over_matmul": med(lambda r: flops / r["probe_s"] / mm_rate(r)),
+      "epoch_gflop": e_flops / 1e9,
+      # The probe's FLOPs in epochs: its time in epochs if both ran equally fast.
+      "probe_over_epoch_flops": flops / e_flops,
+      "epoch_rate_over_matmul": med(lambda r: e_flops / r["epoch_s"] / mm_rate(r)),
   }
   print(json.dumps(res, indent=2))
   print(f"probe / epoch = {res['probe_over_epoch']:.2f} (target <= 3); "
         f"probe FLOP rate / matmul = {res['probe_rate_over_matmul']:.2f} (target >= 0.5); "
         f"medians of {args.rounds} interleaved rounds")
+  print(f"counted FLOPs: probe {flops / 1e9:.0f} GFLOP = {res['probe_over_epoch_flops']:.2f} "
+        f"epochs of {e_flops / 1e9:.0f} GFLOP; an epoch runs at "
+        f"{res['epoch_rate_over_matmul']:.2f} of the matmul rate, the probe at "
+        f"{res['probe_rate_over_matmul']:.2f}")
   if args.json:
     runs.atomic_write_bytes(args.json, (json.dumps(res, indent=2) + "\n").encode())
   return res

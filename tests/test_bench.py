@@ -37,3 +37,18 @@ def test_whole_run_bench_reports_both_references(tmp_path, monkeypatch):
   med = sorted(run["matmul_sustained_gflops"])[1]
   assert run["ratio_to_sustained_matmul"] == pytest.approx(run["gflops"] / med)
   assert run["gflops"] == pytest.approx(run["gflop"] / run["loop_seconds"])
+
+
+def test_train_nn_bench_counts_probe_and_epoch_flops(tmp_path):
+  mod = _load("train_nn")
+  # 784-512-512-10: forward 784·512 + 512·512 + 512·10 multiply-adds per point; the SGD pass
+  # adds the weight gradients of every layer and the input gradients of all but the first.
+  fwd = 784 * 512 + 512 * 512 + 512 * 10
+  assert mod.epoch_flops(128, 100, [784, 512, 512, 10]) == 2 * (128 * (3 * fwd - 784 * 512)
+                                                                 + 100 * fwd)
+  res = mod.main(["--n", "256", "--n-test", "64", "--rounds", "1",
+                  "--json", str(tmp_path / "nn.json")])
+  assert res["epoch_gflop"] == pytest.approx(mod.epoch_flops(256, 320, [784] + [512] * 5 + [10])
+                                             / 1e9)
+  assert res["probe_over_epoch_flops"] == pytest.approx(res["probe_gflop"] / res["epoch_gflop"])
+  assert res["probe_s"] > 0 and res["epoch_s"] > 0
