@@ -52,3 +52,12 @@ def test_train_nn_bench_counts_probe_and_epoch_flops(tmp_path):
                                              / 1e9)
   assert res["probe_over_epoch_flops"] == pytest.approx(res["probe_gflop"] / res["epoch_gflop"])
   assert res["probe_s"] > 0 and res["epoch_s"] > 0
+
+
+def test_startup_bench_times_imports_and_both_layer_shapes(tmp_path):
+  res = _load("startup").main(["--repeats", "1", "--n", "64", "--n-test", "16",
+                               "--json", str(tmp_path / "startup.json")])
+  assert set(res["imports"]) == {"ml_dtypes", "jax", "matplotlib.pyplot", "sklearn.datasets"}
+  assert all(r["median_s"] > 0 and r["version"] for r in res["imports"].values())
+  assert [r["d"] for r in res["layer_trace_and_lower"]] == [784, 1024]
+  assert (tmp_path / "startup.json").exists()
